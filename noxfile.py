@@ -1,0 +1,98 @@
+"""Sessions that build, test, lint, demo and benchmark hasql-core and its driver plugins.
+
+Every session installs what it needs from PyPI into its own virtual environment; nothing but Python is
+assumed. ``nox -s tests`` runs the whole suite: the core tests in a plugin-free environment, then each
+plugin's tests in an environment of its own (plugins need conflicting SQLAlchemy versions). Each plugin
+session can also be run alone, e.g. ``nox -s "plugin(asyncpg)"``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests"]
+nox.options.error_on_missing_interpreters = True
+
+HERE = Path(__file__).parent
+REPORTS = HERE / ".nox-reports"
+TEST_TOOLS = ["pytest>=8", "pytest-asyncio>=0.24", "hypothesis>=6.100", "pytest-timeout>=2.3"]
+
+# One entry per plugin test environment: the distribution folder and the extra packages that
+# environment pins. asyncpgsa and aiopg.sa only import with SQLAlchemy 1.x, so they get their own.
+PLUGIN_ENVS: dict[str, tuple[str, list[str]]] = {
+    "asyncpg": ("hasql-asyncpg", []),
+    "asyncpgsa": ("hasql-asyncpg", ["asyncpgsa==0.27.1", "sqlalchemy>=1.4,<1.5"]),
+    "psycopg3": ("hasql-psycopg3", []),
+    "aiopg": ("hasql-aiopg", ["sqlalchemy>=1.4,<1.5"]),
+    "sqlalchemy": ("hasql-sqlalchemy", []),
+}
+
+
+def _pytest(session: nox.Session, name: str, *paths: str) -> None:
+    REPORTS.mkdir(exist_ok=True)
+    session.run(
+        "pytest",
+        f"--junitxml={REPORTS / (name + '.xml')}",
+        *paths,
+        *session.posargs,
+    )
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """Core tests, in an environment with no driver plugin installed."""
+    session.install(".[testing]", *TEST_TOOLS)
+    session.install("./tests/fixture_packages/hasql-policy-example")
+    _pytest(session, "core", "tests")
+
+
+@nox.session
+@nox.parametrize("env", list(PLUGIN_ENVS))
+def plugin(session: nox.Session, env: str) -> None:
+    """One driver plugin's tests (and the conformance suite) in its own environment."""
+    folder, extra = PLUGIN_ENVS[env]
+    plugin_dir = HERE / "plugins" / folder
+    tests_dir = plugin_dir / "tests"
+    marker = f"driver_{env}"
+    if not any(tests_dir.glob("test_*.py")):
+        session.skip(f"{folder} has no tests yet")
+    session.install(".[testing]", f"./plugins/{folder}", *extra, *TEST_TOOLS)
+    _pytest(session, f"plugin-{env}", str(tests_dir), "-m", marker, "-p", "no:cacheprovider")
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """The whole suite: core, then every plugin environment, each in its own venv."""
+    session.notify("core")
+    for env in PLUGIN_ENVS:
+        session.notify(f"plugin(env='{env}')")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check, mypy --strict over the core and every plugin."""
+    session.install(
+        "ruff>=0.6", "mypy>=1.11", ".[testing,cli]", *TEST_TOOLS,
+        *(f"./plugins/{folder}" for folder, _ in {v[0]: v for v in PLUGIN_ENVS.values()}.values()),
+        "asyncpg", "psycopg[binary]", "psycopg-pool",
+    )
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "src", *(str(p) for p in sorted((HERE / "plugins").glob("*/src"))))
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: a real local cluster failing over under load, shown live."""
+    session.install(".[testing,cli]", "./plugins/hasql-asyncpg")
+    session.run("hasql", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the raw drivers and hasql 0.10, measured in one run."""
+    session.install(".[testing]", "./plugins/hasql-asyncpg", "./plugins/hasql-psycopg3", "hasql==0.10.0")
+    session.run("python", "bench/run.py", *session.posargs)

@@ -1,0 +1,1 @@
+"""hasql-core driver plugin for aiopg: not implemented yet (see README.md)."""

@@ -1,0 +1,1 @@
+"""hasql-core driver plugin for asyncpg."""

@@ -1,0 +1,1 @@
+"""hasql-core driver plugin for sqlalchemy: not implemented yet (see README.md)."""

@@ -1,0 +1,56 @@
+"""The exceptions hasql-core raises.
+
+Every exception the library raises on purpose derives from :class:`HasqlError`. Messages name what was
+wrong and what to do about it, and never contain a password or other secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class HasqlError(Exception):
+    """Base class of every error raised by hasql-core and its plugins."""
+
+
+class DsnError(HasqlError, ValueError):
+    """A connection string could not be parsed, or describes something libpq would refuse."""
+
+
+class PluginError(HasqlError):
+    """A driver, balancer policy or observer plugin could not be found, loaded or registered."""
+
+
+class UnknownPluginError(PluginError, LookupError):
+    """No installed plugin provides the driver or balancer policy asked for by name."""
+
+
+class PluginLoadError(PluginError, ImportError):
+    """An entry point of the ``hasql`` group failed to import; the cause is chained."""
+
+
+class PluginConflictError(PluginError):
+    """Two plugins claim the same driver or policy name."""
+
+
+class ConfigurationError(HasqlError, ValueError):
+    """An argument, or a combination of arguments, is not valid."""
+
+
+class PoolManagerClosedError(HasqlError, RuntimeError):
+    """The pool manager was used after ``close()`` or ``terminate()`` began."""
+
+
+class AcquireTimeoutError(HasqlError, asyncio.TimeoutError):
+    """No suitable connection could be handed out before the acquire's deadline.
+
+    The message says what was asked for and what each host looked like when the deadline passed.
+    """
+
+
+class SplitBrainError(HasqlError):
+    """Writes are refused: two or more hosts claim to be primary on the same timeline."""
+
+
+class ClusterError(HasqlError):
+    """The local test cluster (``hasql_core.testing``) could not carry out an operation."""

@@ -1,0 +1,157 @@
+"""The driver contract: what a driver plugin implements so the core can use a database library.
+
+A driver wraps one asyncio PostgreSQL library (asyncpg, psycopg, ...). It knows how to make a pool for
+one host, hand out and take back connections, open a dedicated monitor connection and run a query on it,
+and how to read the library's exceptions. It knows nothing about roles, balancing or timing: the core
+decides which host to use, when to probe it and how long anything may take.
+
+Every method is a plain method, called directly by the core (never through pluggy). Methods that do I/O
+are coroutines. The core bounds every awaited call with its own deadline and cancels it when the deadline
+passes, so each coroutine must be cancellation-safe: when cancelled it must leave no connection checked
+out and no pool half-built.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+import attrs
+
+from .dsn import Dsn
+
+PoolT = TypeVar("PoolT")
+ConnT = TypeVar("ConnT")
+MonitorConnT = TypeVar("MonitorConnT")
+
+
+class ErrorKind(enum.Enum):
+    """How the core should react to an exception raised while using a connection."""
+
+    #: The connection or the server went away (network error, server shutdown, admin termination).
+    CONNECTION_LOST = "connection_lost"
+    #: A write was refused because the server or the transaction is read-only (SQLSTATE 25006).
+    READ_ONLY = "read_only"
+    #: The server is starting up or shutting down and refuses connections (SQLSTATE 57P01-57P03).
+    UNAVAILABLE = "unavailable"
+    #: Anything else (a user's SQL error, a constraint violation, ...): not the host's fault.
+    OTHER = "other"
+
+
+@attrs.frozen
+class PoolStats:
+    """A snapshot of one pool's size, with the same meaning for every driver.
+
+    ``size`` counts open connections, idle or handed out. ``idle`` counts open connections waiting in the
+    pool. ``in_use`` counts connections handed out. ``free`` is the number of further acquires that can
+    succeed without waiting: idle connections plus capacity not yet opened (``max - size``).
+    """
+
+    min: int
+    max: int
+    size: int
+    idle: int
+    in_use: int
+
+    @property
+    def free(self) -> int:
+        """Acquires that can be served right now: idle connections plus unopened capacity."""
+        return self.idle + max(self.max - self.size, 0)
+
+
+class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
+    """Base class of every driver plugin.
+
+    Subclasses set :attr:`name` and implement every abstract method. One driver instance serves one
+    :class:`~hasql_core.PoolManager`; it may keep per-manager state. The ``pool_options`` given to
+    :meth:`create_pool` are the user's ``pool_factory_kwargs``: pass them to the library unchanged (copy
+    before adding anything) so a user who asks for ``max_size=10`` gets exactly ten connections.
+    """
+
+    #: The name users pass as ``PoolManager(..., driver=name)``. Unique among installed plugins.
+    name: ClassVar[str]
+
+    # -- pools ---------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_pool(self, dsn: Dsn, pool_options: Mapping[str, Any]) -> PoolT:
+        """Return a pool for the single host of ``dsn``, without connecting yet.
+
+        Must not do I/O and must not modify ``pool_options``. The core then calls :meth:`open_pool`.
+        """
+
+    @abc.abstractmethod
+    async def open_pool(self, pool: PoolT) -> None:
+        """Open the pool made by :meth:`create_pool` (e.g. connect its minimum number of connections).
+
+        The core bounds this call; on failure or cancellation it calls :meth:`terminate_pool`.
+        """
+
+    @abc.abstractmethod
+    async def acquire(self, pool: PoolT, timeout: float | None, **kwargs: Any) -> ConnT:
+        """Take a connection from ``pool`` and return the library's own connection object.
+
+        ``timeout`` is the time left of the caller's deadline (``None``: no limit). The core also cancels
+        the call when the deadline passes, so a driver whose library pays for a timeout argument (asyncpg
+        wraps it in ``asyncio.wait_for``) may ignore it. ``kwargs`` are the user's extra acquire arguments.
+        """
+
+    @abc.abstractmethod
+    async def release(self, pool: PoolT, connection: ConnT, **kwargs: Any) -> None:
+        """Give ``connection`` back to ``pool``. ``kwargs`` are the user's extra release arguments."""
+
+    @abc.abstractmethod
+    async def close_pool(self, pool: PoolT) -> None:
+        """Close ``pool`` gracefully: wait for handed-out connections to come back, then close all.
+
+        The core bounds this call and falls back to :meth:`terminate_pool` when it takes too long.
+        """
+
+    @abc.abstractmethod
+    async def terminate_pool(self, pool: PoolT) -> None:
+        """Close ``pool`` and every one of its connections at once, including handed-out ones."""
+
+    async def expire_idle(self, pool: PoolT) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Make sure idle pooled connections are not handed out again (they are closed or replaced).
+
+        Called when a host stops being the primary, so that connections opened while it was writable
+        are not reused. The default does nothing; drivers whose library can do this should.
+        """
+
+    @abc.abstractmethod
+    def pool_stats(self, pool: PoolT) -> PoolStats:
+        """Return the pool's size figures (see :class:`PoolStats`). Must be cheap and do no I/O."""
+
+    # -- connections ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def is_connection_closed(self, connection: ConnT) -> bool:
+        """Return True when ``connection`` (a handed-out connection) is closed or broken."""
+
+    @abc.abstractmethod
+    def classify_error(self, error: BaseException) -> ErrorKind:
+        """Say what kind of failure ``error`` (raised by this driver's library) is."""
+
+    # -- the monitor connection ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def connect_monitor(self, dsn: Dsn, timeout: float) -> MonitorConnT:
+        """Open a dedicated connection to the host of ``dsn``, outside every pool.
+
+        It runs probe queries only. It must be in autocommit mode (a probe must never leave a transaction
+        open, or it would keep reading an old snapshot). ``timeout`` bounds the connect attempt.
+        """
+
+    @abc.abstractmethod
+    async def probe(self, connection: MonitorConnT, query: str) -> Sequence[Any]:
+        """Run ``query`` (the core's probe, one SELECT returning one row) and return that row's values.
+
+        Values keep their column order; booleans, integers, floats, strings and ``None`` come back as the
+        Python types of those names.
+        """
+
+    @abc.abstractmethod
+    async def close_monitor(self, connection: MonitorConnT) -> None:
+        """Close a monitor connection without waiting on the server (it may be hung or gone)."""

@@ -1,0 +1,258 @@
+"""Finding drivers, balancer policies and observers through pluggy and the ``hasql`` entry points.
+
+Names are resolved once, when a :class:`~hasql_core.PoolManager` is built. Resolution loads the entry
+point whose name is the requested name first and loads every entry point only when that does not find
+it (or to list what is installed). Nothing here runs on the acquire path.
+
+A plugin distribution declares, for each name it provides, an entry point of that name::
+
+    [project.entry-points.hasql]
+    asyncpg = "hasql_asyncpg.plugin"
+    asyncpgsa = "hasql_asyncpg.plugin"
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
+from typing import Any, TypeVar
+
+import attrs
+import pluggy
+
+from . import hookspecs, policies
+from .balancer import BalancerPolicy
+from .driver import Driver
+from .errors import PluginConflictError, PluginError, PluginLoadError, UnknownPluginError
+
+ENTRY_POINT_GROUP = "hasql"
+BUILTIN_SOURCE = "hasql-core (built in)"
+
+log = logging.getLogger("hasql_core")
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Provided:
+    """One class offered by one plugin, and where it came from (a distribution, for messages)."""
+
+    name: str
+    cls: type[Any]
+    source: str
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    """A pluggy manager that knows the ``hasql`` hookspecs and nothing else."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def _dist_label(ep: importlib.metadata.EntryPoint) -> str:
+    dist = ep.dist
+    if dist is None:
+        return f"entry point {ep.name!r}"
+    return f"{dist.metadata['Name']} {dist.version}"
+
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
+    dist = ep.dist
+    return dist.metadata["Name"] if dist is not None else ep.value.split(".")[0]
+
+
+def _entry_points(name: str | None = None) -> list[importlib.metadata.EntryPoint]:
+    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    found = [ep for ep in eps if name is None or ep.name == name]
+    unique: dict[tuple[str, str], importlib.metadata.EntryPoint] = {}
+    for ep in found:  # the same distribution can be seen twice on sys.path; count it once
+        unique.setdefault((ep.name, _dist_name(ep)), ep)
+    return list(unique.values())
+
+
+def load_entry_point(ep: importlib.metadata.EntryPoint) -> Any:
+    """Import one entry point's object; failure raises :class:`PluginLoadError` naming its source."""
+    try:
+        return ep.load()
+    except Exception as exc:
+        dist = _dist_name(ep)
+        raise PluginLoadError(
+            f"the hasql plugin {ep.name!r} ({ep.value}) from {_dist_label(ep)} failed to import: "
+            f"{type(exc).__name__}: {exc}. Reinstall or upgrade it (pip install -U {dist}) "
+            f"or uninstall it (pip uninstall {dist})."
+        ) from exc
+
+
+def register_plugin(manager: pluggy.PluginManager, plugin: object, label: str) -> None:
+    """Register ``plugin`` after checking that every hook it implements fits a hookspec.
+
+    A plugin object with a misspelt hook name or wrong arguments raises :class:`PluginError`.
+    """
+    if manager.is_registered(plugin):
+        return
+    try:
+        manager.register(plugin, name=f"{label}:{id(plugin)}")
+        manager.check_pending()
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        if manager.is_registered(plugin):
+            manager.unregister(plugin)
+        raise PluginError(
+            f"the hasql plugin {label} does not fit the hookspecs: {exc}. Its hooks must be named "
+            "and take arguments as in hasql_core.hookspecs."
+        ) from exc
+
+
+def _provided_by(
+    plugin: object, label: str, call: Callable[[pluggy.PluginManager], list[Sequence[type[Any]]]]
+) -> list[Provided]:
+    manager = new_plugin_manager()
+    register_plugin(manager, plugin, label)
+    return [
+        Provided(getattr(cls, "name", cls.__name__), cls, label)
+        for result in call(manager)
+        for cls in result
+    ]
+
+
+def _drivers_of(manager: pluggy.PluginManager) -> list[Sequence[type[Any]]]:
+    return list(manager.hook.hasql_drivers())
+
+
+def _policies_of(manager: pluggy.PluginManager) -> list[Sequence[type[Any]]]:
+    return list(manager.hook.hasql_balancer_policies())
+
+
+@attrs.frozen
+class _Kind:
+    noun: str
+    call: Callable[[pluggy.PluginManager], list[Sequence[type[Any]]]]
+    builtins: tuple[ModuleType, ...]
+    base: type[Any]
+
+
+DRIVERS = _Kind("driver", _drivers_of, (), Driver)
+POLICIES = _Kind("balancer policy", _policies_of, (policies,), BalancerPolicy)
+
+
+def _pick(kind: _Kind, name: str, provided: Iterable[Provided]) -> Provided | None:
+    matches: dict[type[Any], Provided] = {}
+    for item in provided:
+        if item.name == name:
+            matches.setdefault(item.cls, item)
+    if len(matches) > 1:
+        sources = " and ".join(sorted({m.source for m in matches.values()}))
+        raise PluginConflictError(
+            f"the {kind.noun} name {name!r} is claimed by more than one plugin ({sources}); "
+            "uninstall one of them."
+        )
+    return next(iter(matches.values()), None)
+
+
+def _scan_all(kind: _Kind) -> tuple[list[Provided], list[PluginLoadError]]:
+    provided: list[Provided] = []
+    for module in kind.builtins:
+        provided += _provided_by(module, BUILTIN_SOURCE, kind.call)
+    errors: list[PluginLoadError] = []
+    for ep in _entry_points():
+        try:
+            plugin = load_entry_point(ep)
+        except PluginLoadError as exc:
+            errors.append(exc)
+            continue
+        provided += _provided_by(plugin, _dist_label(ep), kind.call)
+    return provided, errors
+
+
+def available_names(kind: _Kind) -> dict[str, str]:
+    """Every name of this kind that the installed plugins provide, mapped to its source."""
+    provided, _ = _scan_all(kind)
+    return {item.name: item.source for item in provided}
+
+
+def resolve(kind: _Kind, name: str) -> type[Any]:
+    """Return the class registered under ``name`` for ``kind`` (driver or balancer policy).
+
+    Raises :class:`UnknownPluginError` (naming what is installed and what to install),
+    :class:`PluginLoadError` or :class:`PluginConflictError`.
+    """
+    for module in kind.builtins:
+        found = _pick(kind, name, _provided_by(module, BUILTIN_SOURCE, kind.call))
+        if found is not None:
+            return found.cls
+    named = _entry_points(name)
+    if len(named) > 1:
+        sources = " and ".join(sorted(_dist_label(ep) for ep in named))
+        raise PluginConflictError(
+            f"the {kind.noun} name {name!r} is claimed by more than one plugin ({sources}); "
+            "uninstall one of them."
+        )
+    if named:
+        found = _pick(kind, name, _provided_by(load_entry_point(named[0]),
+                                               _dist_label(named[0]), kind.call))
+        if found is not None:
+            return found.cls
+    provided, errors = _scan_all(kind)
+    found = _pick(kind, name, provided)
+    if found is not None:
+        return found.cls
+    installed = sorted({item.name for item in provided})
+    message = (
+        f"no installed plugin provides the {kind.noun} {name!r}. "
+        f"Installed: {', '.join(installed) if installed else 'none'}."
+    )
+    if kind is DRIVERS:
+        message += f" Install the plugin that provides it, e.g. pip install hasql-{name}."
+    if errors:
+        message += " Plugins that failed to import: " + "; ".join(str(e) for e in errors)
+    raise UnknownPluginError(message)
+
+
+def _instantiate(kind: _Kind, value: Any, make: Callable[[type[Any]], T]) -> T:
+    if isinstance(value, str):
+        return make(resolve(kind, value))
+    if isinstance(value, type):
+        if not issubclass(value, kind.base):
+            raise PluginError(
+                f"{value.__qualname__} is not a {kind.noun}: pass a name, a subclass of "
+                f"{kind.base.__module__}.{kind.base.__qualname__} or an instance of one."
+            )
+        return make(value)
+    if isinstance(value, kind.base):
+        return value  # type: ignore[no-any-return]
+    raise PluginError(
+        f"expected a {kind.noun} name, class or instance, got {type(value).__name__}: {value!r}"
+    )
+
+
+def make_driver(value: str | type[Driver[Any, Any, Any]] | Driver[Any, Any, Any]) -> Driver[Any, Any, Any]:
+    """A driver instance from a name, a :class:`Driver` subclass or an instance (used as is)."""
+    return _instantiate(DRIVERS, value, lambda cls: cls())
+
+
+def make_policy(value: str | type[BalancerPolicy] | BalancerPolicy) -> BalancerPolicy:
+    """A balancer policy instance from a name, a :class:`BalancerPolicy` subclass or an instance."""
+    return _instantiate(POLICIES, value, lambda cls: cls())
+
+
+def make_observer_manager(observers: Sequence[object | str]) -> pluggy.PluginManager | None:
+    """A pluggy manager holding the given observers (objects, or entry-point names to load).
+
+    Returns ``None`` when there are no observers, so the monitor can skip event calls entirely.
+    """
+    if not observers:
+        return None
+    manager = new_plugin_manager()
+    for observer in observers:
+        if isinstance(observer, str):
+            eps = _entry_points(observer)
+            if not eps:
+                raise UnknownPluginError(
+                    f"no installed plugin has an entry point named {observer!r} in the "
+                    f"{ENTRY_POINT_GROUP!r} group; pass the observer object itself or install it."
+                )
+            register_plugin(manager, load_entry_point(eps[0]), _dist_label(eps[0]))
+        else:
+            register_plugin(manager, observer, type(observer).__name__)
+    return manager

@@ -1,1 +1,12 @@
-"""hasql-core driver plugin for asyncpg."""
+"""hasql-core driver plugin for asyncpg: the ``asyncpg`` and ``asyncpgsa`` drivers.
+
+Users normally name the driver, ``PoolManager(dsn, driver="asyncpg")``; the classes are exported
+for passing directly and for subclassing.
+"""
+
+from __future__ import annotations
+
+from .driver import AsyncpgDriver, AsyncpgsaDriver, classify_asyncpg_error, connect_arguments
+
+__all__ = ["AsyncpgDriver", "AsyncpgsaDriver", "classify_asyncpg_error", "connect_arguments"]
+__version__ = "0.1.0"

@@ -48,6 +48,10 @@ class AcquireTimeoutError(HasqlError, asyncio.TimeoutError):
     """
 
 
+class ReadyTimeoutError(HasqlError, asyncio.TimeoutError):
+    """``ready()`` or one of the ``wait_*`` methods gave up; the message shows every host's state."""
+
+
 class SplitBrainError(HasqlError):
     """Writes are refused: two or more hosts claim to be primary on the same timeline."""
 

@@ -65,8 +65,8 @@ class HostState:
 
     @property
     def writable(self) -> bool:
-        """True for the primary that may take writes (not read-only, not a split-brain loser)."""
-        return self.role is Role.PRIMARY and not self.read_only and not self.split_brain
+        """True for a primary that is not a split-brain loser (it may still be flagged read-only)."""
+        return self.role is Role.PRIMARY and not self.split_brain
 
     def routing_key(self) -> tuple[Role, bool, bool, bool]:
         """The facts whose change is an event: role, read-only flag, staleness, split-brain flag."""

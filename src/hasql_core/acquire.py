@@ -1,0 +1,85 @@
+"""The object ``PoolManager.acquire()`` returns: awaitable, and an async context manager."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .manager import PoolManager
+    from .topology import HostEntry, LagLimit
+
+
+class AcquireRequest:
+    """What one acquire asks for. ``entry`` set means "from this host's pool", whatever its role."""
+
+    __slots__ = ("entry", "fallback_master", "kwargs", "lag_limit", "read_only", "timeout", "weight")
+
+    def __init__(
+        self,
+        read_only: bool,
+        fallback_master: bool,
+        weight: float,
+        lag_limit: LagLimit | None,
+        timeout: float,
+        kwargs: Mapping[str, Any],
+        entry: HostEntry | None = None,
+    ) -> None:
+        self.read_only = read_only
+        self.fallback_master = fallback_master
+        self.weight = weight
+        self.lag_limit = lag_limit
+        self.timeout = timeout
+        self.kwargs = kwargs
+        self.entry = entry
+
+    def describe(self) -> str:
+        """What was asked for, in words, for error messages."""
+        if self.entry is not None:
+            return f"a connection from the pool of {self.entry.state.name}"
+        if not self.read_only:
+            return "a connection to the primary"
+        what = "a connection to a replica"
+        if self.lag_limit is not None and not self.lag_limit.unlimited:
+            what += f" within lag limit {self.lag_limit}"
+        if self.fallback_master:
+            what += " (or the primary as fallback)"
+        return what
+
+
+class AcquireContext:
+    """A pending acquire.
+
+    ``conn = await ctx`` returns the driver's connection, which the caller gives back with
+    ``await manager.release(conn)``. ``async with ctx as conn:`` releases it on exit; an exception that
+    leaves the block and means the host failed (connection lost, read-only violation) makes the
+    manager re-probe that host at once. The acquire itself starts only when awaited or entered.
+    """
+
+    __slots__ = ("_connection", "_manager", "_request")
+
+    def __init__(self, manager: PoolManager, request: AcquireRequest) -> None:
+        self._manager = manager
+        self._request = request
+        self._connection: Any = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._manager.acquire_now(self._request).__await__()
+
+    async def __aenter__(self) -> Any:
+        if self._connection is not None:
+            raise RuntimeError("this acquire context is already in use; call acquire() again")
+        self._connection = await self._manager.acquire_now(self._request)
+        return self._connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection, self._connection = self._connection, None
+        if exc is not None:
+            self._manager.report_error(connection, exc)
+        await self._manager.release(connection)

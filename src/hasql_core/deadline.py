@@ -1,0 +1,56 @@
+"""Awaiting something until a deadline, without the cost of ``asyncio.wait_for``.
+
+``wait_for`` (before Python 3.12) wraps the awaitable in a new task: measurable on the acquire path. Here
+a timer armed with ``loop.call_at`` cancels the current task if the deadline passes first; the
+cancellation is turned into ``asyncio.TimeoutError``. When the awaitable finishes in time the timer is
+just dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class _Expiry:
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+def _withdraw_cancel(task: asyncio.Task[object]) -> bool:
+    """Undo our own cancel request; True when nobody else asked to cancel the task."""
+    uncancel = getattr(task, "uncancel", None)  # Python >= 3.11
+    return uncancel is None or uncancel() == 0
+
+
+async def await_until(awaitable: Awaitable[T], deadline: float) -> T:
+    """Return ``await awaitable``, or raise ``asyncio.TimeoutError`` once ``loop.time()`` passes
+    ``deadline`` (the awaitable is cancelled then). A cancellation from elsewhere propagates unchanged.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is None:  # not inside a task: fall back to the generic tool
+        return await asyncio.wait_for(awaitable, max(deadline - loop.time(), 0.0))
+    expiry = _Expiry(task)
+    timer = loop.call_at(deadline, expiry)
+    try:
+        result = await awaitable
+    except asyncio.CancelledError:
+        if expiry.fired and _withdraw_cancel(task):
+            raise asyncio.TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
+    if expiry.fired:  # finished anyway (the cancel was swallowed below us): keep the result
+        _withdraw_cancel(task)
+    return result

@@ -1,0 +1,800 @@
+"""``PoolManager``: one pool per host, a monitor that knows each host's role, and acquires that hand
+out a connection to the right one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+import pluggy
+
+from . import plugins
+from .acquire import AcquireContext, AcquireRequest
+from .balancer import BalancerPolicy
+from .deadline import await_until
+from .driver import Driver, ErrorKind
+from .dsn import Dsn, split_dsn
+from .errors import (
+    AcquireTimeoutError,
+    ConfigurationError,
+    PoolManagerClosedError,
+    ReadyTimeoutError,
+    SplitBrainError,
+)
+from .host_state import HostState
+from .metrics import DriverMetrics, HasqlMetrics, HostMetrics, Metrics
+from .monitor import CLEANUP_TIMEOUT, HostMonitor, MonitorSettings
+from .topology import HostEntry, LagLimit, Topology
+
+log = logging.getLogger("hasql_core")
+
+DEFAULT_ACQUIRE_TIMEOUT = 1.0
+DEFAULT_REFRESH_DELAY = 1.0
+#: A probe is one trivial query: a healthy host answers in well under 100 ms, even busy. Two seconds
+#: leaves room for a slow connect (TLS, a loaded server) without flapping, and finds a hung host within
+#: ``refresh_delay + refresh_timeout`` = 3 s by default, where hasql needed 30 s.
+DEFAULT_REFRESH_TIMEOUT = 2.0
+#: Probe interval while an acquire waits for a role no host has (e.g. during a failover).
+DEFAULT_FAST_REFRESH_DELAY = 0.05
+DEFAULT_CLOSE_TIMEOUT = 10.0
+DEFAULT_STOPWATCH_WINDOW_SIZE = 128
+DEFAULT_MASTER_AS_REPLICA_WEIGHT = 0.0
+
+_HOST_FAILURES = (ErrorKind.CONNECTION_LOST, ErrorKind.READ_ONLY, ErrorKind.UNAVAILABLE)
+
+
+def _seconds(value: float | datetime.timedelta | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigurationError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def _lag_limit(max_lag: float | datetime.timedelta | None, max_lag_bytes: int | None) -> LagLimit:
+    if max_lag_bytes is not None and (
+        isinstance(max_lag_bytes, bool) or not isinstance(max_lag_bytes, int) or max_lag_bytes < 0
+    ):
+        raise ConfigurationError(
+            f"max_lag_bytes must be a non-negative integer, got {max_lag_bytes!r}"
+        )
+    return LagLimit(seconds=_seconds(max_lag, "max_lag"), bytes=max_lag_bytes)
+
+
+def _positive(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_weight(weight: float | None) -> None:
+    if weight is not None and (
+        isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0
+    ):
+        raise ConfigurationError(
+            f"master_as_replica_weight must be within [0, 1], got {weight!r}: 0 never uses the "
+            "primary for reads, 1 always makes it a candidate"
+        )
+
+
+class PoolManager:
+    """Connections to the right host of a PostgreSQL cluster given by one multi-host DSN.
+
+    One pool per host is created through the driver with ``pool_factory_kwargs`` unchanged (no hidden
+    extra connection: the monitor uses a dedicated connection of its own per host). A monitor task per
+    host keeps each host's role and lag current; ``acquire()`` picks the primary for writes and a
+    replica within the lag limit for reads, using the balancer policy among suitable hosts.
+
+    Arguments keep the meaning they have in hasql's ``BasePoolManager``:
+
+    - ``acquire_timeout``: default deadline (seconds) of one acquire, covering both the wait for a
+      suitable host and the driver's own acquire.
+    - ``refresh_delay``: seconds between two probes of a host.
+    - ``refresh_timeout``: bound of each connect, probe and pool opening of the monitor (default 2 s).
+    - ``fallback_master``: let reads use the primary when no replica is suitable.
+    - ``master_as_replica_weight``: the probability (0 to 1) that the primary joins the candidates of
+      a read next to the replicas: 0 never, 1 always.
+    - ``balancer_policy``: a policy name (``"greedy"``, ``"round_robin"``, ``"random_weighted"`` or one
+      a plugin provides), a :class:`~hasql_core.balancer.BalancerPolicy` subclass, or an instance.
+    - ``stopwatch_window_size``: probes over which each host's median response time is taken.
+    - ``pool_factory_kwargs``: passed to the driver's pool factory for every host; never modified.
+
+    New: ``driver`` (a name, a :class:`~hasql_core.driver.Driver` subclass or an instance), ``max_lag``
+    (seconds or a timedelta) and ``max_lag_bytes`` (replicas beyond either are not used for reads),
+    ``observers`` (objects implementing the event hooks, or entry-point names), ``close_timeout``
+    (how long ``close()`` waits for handed-out connections).
+
+    The manager starts monitoring when created inside a running event loop, otherwise at its first
+    use. Use ``async with PoolManager(...) as pm`` or call :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        dsn: str | Dsn,
+        *,
+        driver: str | type[Driver[Any, Any, Any]] | Driver[Any, Any, Any],
+        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+        refresh_delay: float = DEFAULT_REFRESH_DELAY,
+        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
+        fallback_master: bool = False,
+        master_as_replica_weight: float = DEFAULT_MASTER_AS_REPLICA_WEIGHT,
+        balancer_policy: str | type[BalancerPolicy] | BalancerPolicy = "greedy",
+        stopwatch_window_size: int = DEFAULT_STOPWATCH_WINDOW_SIZE,
+        pool_factory_kwargs: Mapping[str, Any] | None = None,
+        max_lag: float | datetime.timedelta | None = None,
+        max_lag_bytes: int | None = None,
+        observers: Sequence[object | str] = (),
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        fast_refresh_delay: float = DEFAULT_FAST_REFRESH_DELAY,
+    ) -> None:
+        self._acquire_timeout = _positive(acquire_timeout, "acquire_timeout")
+        self._refresh_delay = _positive(refresh_delay, "refresh_delay")
+        self._refresh_timeout = _positive(refresh_timeout, "refresh_timeout")
+        self._close_timeout = _positive(close_timeout, "close_timeout")
+        _check_weight(master_as_replica_weight)
+        if not isinstance(stopwatch_window_size, int) or stopwatch_window_size < 1:
+            raise ConfigurationError(
+                f"stopwatch_window_size must be a positive integer, got {stopwatch_window_size!r}"
+            )
+        if pool_factory_kwargs is not None and not isinstance(pool_factory_kwargs, Mapping):
+            raise ConfigurationError(
+                f"pool_factory_kwargs must be a mapping, got {type(pool_factory_kwargs).__name__}"
+            )
+        self._fallback_master = bool(fallback_master)
+        self._master_as_replica_weight = float(master_as_replica_weight)
+        self._lag_limit = _lag_limit(max_lag, max_lag_bytes)
+        # A private read-only copy: the caller's dict is never modified, by us or by a driver.
+        self._pool_factory_kwargs = MappingProxyType(dict(pool_factory_kwargs or {}))
+        self._dsn = split_dsn(dsn)
+        self._driver = plugins.make_driver(driver)
+        self._balancer = plugins.make_policy(balancer_policy)
+        self._observers: pluggy.PluginManager | None = plugins.make_observer_manager(observers)
+        self._settings = MonitorSettings(
+            refresh_delay=self._refresh_delay,
+            refresh_timeout=self._refresh_timeout,
+            fast_delay=min(_positive(fast_refresh_delay, "fast_refresh_delay"), self._refresh_delay),
+        )
+        self._entries = tuple(
+            HostEntry(host_dsn, self._driver, stopwatch_window_size) for host_dsn in self._dsn
+        )
+        self._entry_by_pool: dict[int, HostEntry] = {}
+        self._topology = Topology(self._entries, self._lag_limit, self._emit)
+        self._monitors = tuple(
+            HostMonitor(
+                entry,
+                self._driver,
+                self._topology,
+                self._settings,
+                self._pool_factory_kwargs,
+                self._fast_wanted,
+                self._emit,
+            )
+            for entry in self._entries
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fast_waiters = 0
+        self._handed_out: dict[int, tuple[Any, HostEntry]] = {}
+        self._all_returned: asyncio.Event | None = None
+        self._closing = False
+        self._closed = False
+        self._pool_waits = 0
+        self._pool_wait_time = 0.0
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            self._start()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._tasks:
+            return
+        for monitor in self._monitors:
+            task = asyncio.get_running_loop().create_task(monitor.run())
+            task.add_done_callback(self._monitor_stopped)
+            self._tasks.append(task)
+
+    def _monitor_stopped(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a host monitor stopped unexpectedly", exc_info=task.exception())
+
+    def _check_open(self) -> None:
+        if self._closing or self._closed:
+            raise PoolManagerClosedError(
+                "this PoolManager is closed (or closing); create a new one to connect again"
+            )
+
+    def _ensure_running(self) -> None:
+        self._check_open()
+        if not self._tasks:
+            self._start()
+
+    async def __aenter__(self) -> PoolManager:
+        self._ensure_running()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _stop_monitor(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=CLEANUP_TIMEOUT * 2)
+        self._topology.wake_waiters()
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop the monitor, wait up to ``timeout`` (default ``close_timeout``) for handed-out
+        connections to come back, then close every pool. Pools that do not close in time, or whose
+        connections are still out, are terminated. Further use raises ``PoolManagerClosedError``.
+        Calling it again does nothing.
+        """
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        await self._stop_monitor()
+        limit = self._close_timeout if timeout is None else _positive(timeout, "timeout")
+        if self._handed_out:
+            self._all_returned = asyncio.Event()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._all_returned.wait(), limit)
+            if self._handed_out:
+                log.warning(
+                    "closing with %d connection(s) still handed out after %gs; terminating them",
+                    len(self._handed_out), limit,
+                )
+        await asyncio.gather(*(self._close_pool(e, graceful=not self._handed_out, limit=limit)
+                               for e in self._entries))
+        self._closed = True
+
+    async def terminate(self) -> None:
+        """Close every pool and every connection at once, handed out or not."""
+        if self._closed:
+            return
+        self._closing = True
+        await self._stop_monitor()
+        await asyncio.gather(*(self._close_pool(e, graceful=False, limit=0) for e in self._entries))
+        self._closed = True
+
+    async def _close_pool(self, entry: HostEntry, graceful: bool, limit: float) -> None:
+        pool, entry.pool = entry.pool, None
+        if pool is None:
+            return
+        try:
+            if graceful:
+                await asyncio.wait_for(self._driver.close_pool(pool), max(limit, CLEANUP_TIMEOUT))
+            else:
+                await asyncio.wait_for(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
+        except Exception as error:
+            log.warning("closing the pool of %s failed (%r); terminating it", entry.state.name,
+                        type(error).__name__)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
+        self._emit("pool_closed", host=entry.state)
+
+    # -- events --------------------------------------------------------------------------------------
+
+    def _emit(self, event: str, **kwargs: Any) -> None:
+        if event == "host_state_changed":
+            log.info("host %s: %s -> %s", kwargs["new"].name, kwargs["old"].describe(),
+                     kwargs["new"].describe())
+        elif event == "split_brain":
+            log.warning("split brain: %d hosts claim to be primary: %s",
+                        len(kwargs["primaries"]), "; ".join(s.describe() for s in kwargs["primaries"]))
+        if event == "pool_created":
+            self._entry_by_pool = {id(e.pool): e for e in self._entries if e.pool is not None}
+        if self._observers is None:
+            return
+        hook = getattr(self._observers.hook, f"hasql_{event}")
+        try:
+            hook(manager=self, **kwargs)
+        except Exception:
+            log.exception("a hasql observer failed on %s; ignoring it", event)
+
+    def _fast_wanted(self) -> bool:
+        return self._fast_waiters > 0
+
+    def _enter_fast_mode(self) -> None:
+        self._fast_waiters += 1
+        if self._fast_waiters == 1:
+            for monitor in self._monitors:
+                monitor.wake()
+
+    def _leave_fast_mode(self) -> None:
+        self._fast_waiters -= 1
+
+    # -- acquire -------------------------------------------------------------------------------------
+
+    def acquire(
+        self,
+        read_only: bool = False,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+        timeout: float | None = None,
+        *,
+        max_lag: float | datetime.timedelta | None = None,
+        max_lag_bytes: int | None = None,
+        **kwargs: Any,
+    ) -> AcquireContext:
+        """Acquire a connection: to the primary, or with ``read_only`` to a replica.
+
+        Use ``async with pm.acquire() as conn`` or ``conn = await pm.acquire()`` then
+        ``await pm.release(conn)``. ``fallback_master`` and ``master_as_replica_weight`` default to the
+        manager's and apply to reads only. ``max_lag`` / ``max_lag_bytes`` override the manager's lag
+        limit for this read. ``timeout`` (default ``acquire_timeout``) bounds the whole acquire; when it
+        passes, :class:`AcquireTimeoutError` says what was missing and how every host looked.
+        ``kwargs`` go to the driver's acquire.
+        """
+        if not read_only:
+            if master_as_replica_weight is not None:
+                raise ConfigurationError(
+                    "master_as_replica_weight applies to reads only; pass read_only=True or drop it"
+                )
+            if max_lag is not None or max_lag_bytes is not None:
+                raise ConfigurationError("max_lag and max_lag_bytes apply to reads only")
+        _check_weight(master_as_replica_weight)
+        lag_limit = None
+        if max_lag is not None or max_lag_bytes is not None:
+            lag_limit = _lag_limit(max_lag, max_lag_bytes)
+        request = AcquireRequest(
+            read_only=read_only,
+            fallback_master=self._fallback_master if fallback_master is None else fallback_master,
+            weight=(
+                self._master_as_replica_weight
+                if master_as_replica_weight is None
+                else master_as_replica_weight
+            ),
+            lag_limit=lag_limit,
+            timeout=self._acquire_timeout if timeout is None else _positive(timeout, "timeout"),
+            kwargs=kwargs,
+        )
+        return AcquireContext(self, request)
+
+    def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext:
+        """``acquire(read_only=False, ...)``: a connection to the primary."""
+        return self.acquire(read_only=False, timeout=timeout, **kwargs)
+
+    def acquire_replica(
+        self,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> AcquireContext:
+        """``acquire(read_only=True, ...)``: a connection to a replica within the lag limit."""
+        return self.acquire(
+            read_only=True,
+            fallback_master=fallback_master,
+            master_as_replica_weight=master_as_replica_weight,
+            timeout=timeout,
+            **kwargs,
+        )
+
+    def _choose(self, request: AcquireRequest, excluded: set[HostEntry] | None) -> HostEntry | None:
+        topology = self._topology
+        if request.entry is not None:
+            entry = request.entry
+            return entry if entry.pool is not None and (not excluded or entry not in excluded) else None
+        primary = topology.writable
+        if excluded and primary in excluded:
+            primary = None
+        if not request.read_only:
+            if primary is None and topology.split_brain_tie:
+                raise SplitBrainError(
+                    "writes refused: these hosts all claim to be primary on the same timeline: "
+                    + "; ".join(e.state.describe() for e in topology.split_brain_tie)
+                    + ". Fence or demote all but one of them."
+                )
+            return primary
+        candidates: Sequence[HostEntry] = topology.standbys_within(request.lag_limit)
+        if excluded:
+            candidates = [e for e in candidates if e not in excluded]
+        if primary is not None and request.weight > 0.0 and (
+            request.weight >= 1.0 or random.random() < request.weight
+        ):
+            candidates = [*candidates, primary]
+        if not candidates:
+            if request.fallback_master and primary is not None:
+                return primary
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        return self._balancer.choose(candidates, True)  # type: ignore[return-value]
+
+    async def acquire_now(self, request: AcquireRequest) -> Any:
+        """Carry out ``request`` (see :meth:`acquire`) and return the driver's connection."""
+        if self._closing or self._closed:
+            self._check_open()
+        if not self._tasks:
+            self._start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + request.timeout
+        fast_mode = False
+        excluded: set[HostEntry] | None = None
+        try:
+            while True:
+                entry = self._choose(request, excluded)
+                if entry is None:
+                    if not fast_mode:  # probe every host fast until this acquire is served
+                        fast_mode = True
+                        self._enter_fast_mode()
+                    await self._wait_for_change(request, deadline)
+                    excluded = None  # hosts that failed under us have been re-probed meanwhile
+                    continue
+                try:
+                    connection = await await_until(
+                        self._driver.acquire(entry.pool, deadline - loop.time(), **request.kwargs),
+                        deadline,
+                    )
+                except asyncio.TimeoutError as error:
+                    raise AcquireTimeoutError(
+                        f"timed out after {request.timeout:g}s waiting for a free connection in "
+                        f"the pool of {entry.state.name} ({request.describe()}); pool: "
+                        f"{entry.pool_stats()}. Raise the pool's size or the timeout. Hosts: "
+                        + self._topology.describe()
+                    ) from error
+                except Exception as error:
+                    kind = self._driver.classify_error(error)
+                    if kind not in _HOST_FAILURES:
+                        raise
+                    # The host failed under us: re-probe it, try another one within the deadline.
+                    entry.count_error(kind.value)
+                    self._monitors[self._entries.index(entry)].wake()
+                    excluded = (excluded or set()) | {entry}
+                    continue
+                self._handed_out[id(connection)] = (connection, entry)
+                entry.acquire_count += 1
+                entry.acquire_time += loop.time() - started
+                return connection
+        finally:
+            if fast_mode:
+                self._leave_fast_mode()
+
+    async def _wait_for_change(self, request: AcquireRequest, deadline: float) -> None:
+        """Wait for the next topology update; raise at the deadline or when the manager closes."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            raise AcquireTimeoutError(
+                f"no host could serve {request.describe()} within {request.timeout:g}s. "
+                "Hosts: " + self._topology.describe()
+            )
+        waiter = self._topology.new_waiter()
+        timer = loop.call_at(deadline, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._topology.drop_waiter(waiter)
+        self._check_open()
+
+    async def release(self, connection: Any, **kwargs: Any) -> None:
+        """Give back a connection handed out by this manager. ``kwargs`` go to the driver's release.
+
+        A connection that comes back closed makes the manager re-probe its host. Raises ``ValueError``
+        for a connection this manager did not hand out (or that was already released).
+        """
+        item = self._handed_out.pop(id(connection), None)
+        if item is None:
+            raise ValueError(
+                f"release() got a connection this PoolManager did not hand out (or already "
+                f"released): {type(connection).__name__}"
+            )
+        entry = item[1]
+        try:
+            if self._driver.is_connection_closed(connection):
+                entry.count_error(ErrorKind.CONNECTION_LOST.value)
+                self._monitors[self._entries.index(entry)].wake()
+            if entry.pool is not None:
+                await self._driver.release(entry.pool, connection, **kwargs)
+        finally:
+            if not self._handed_out and self._all_returned is not None:
+                self._all_returned.set()
+
+    def report_error(self, connection: Any, error: BaseException) -> None:
+        """Tell the manager that ``error`` was raised while ``connection`` was in use.
+
+        Host failures (connection lost, read-only violation, server shutting down) make the manager
+        re-probe the host at once; a demoted primary then stops getting writes within one probe.
+        """
+        if not isinstance(error, Exception):
+            return
+        item = self._handed_out.get(id(connection))
+        if item is None:
+            return
+        kind = self._driver.classify_error(error)
+        if kind in _HOST_FAILURES:
+            entry = item[1]
+            entry.count_error(kind.value)
+            log.info("host %s failed under a handed-out connection (%s); re-probing",
+                     entry.state.name, kind.value)
+            self._monitors[self._entries.index(entry)].wake()
+
+    # -- waiting for hosts ---------------------------------------------------------------------------
+
+    async def _wait_until(self, predicate: Any, timeout: float | None, what: str) -> None:
+        self._ensure_running()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not predicate():
+            self._check_open()
+            if deadline is not None and loop.time() >= deadline:
+                raise ReadyTimeoutError(
+                    f"timed out after {timeout:g}s waiting for {what}. Hosts: "
+                    + self._topology.describe()
+                )
+            waiter = self._topology.new_waiter()
+            timer = None if deadline is None else loop.call_at(deadline, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                self._topology.drop_waiter(waiter)
+
+    async def ready(
+        self,
+        masters_count: int | None = None,
+        replicas_count: int | None = None,
+        timeout: float = 10,
+    ) -> None:
+        """Wait until ``masters_count`` primaries and ``replicas_count`` replicas are usable, or,
+        with both omitted, until every host is. Both counts must be given or both omitted.
+        Raises :class:`ReadyTimeoutError` (an ``asyncio.TimeoutError``) after ``timeout`` seconds.
+        """
+        if (masters_count is None) != (replicas_count is None):
+            raise ConfigurationError(
+                "ready() takes masters_count and replicas_count together, or neither "
+                "(then it waits for every host)"
+            )
+        if masters_count is not None and masters_count < 0:
+            raise ConfigurationError(f"masters_count must not be negative, got {masters_count}")
+        if replicas_count is not None and replicas_count < 0:
+            raise ConfigurationError(f"replicas_count must not be negative, got {replicas_count}")
+        timeout = _positive(timeout, "timeout")
+        if masters_count is None or replicas_count is None:
+            await self._wait_until(self._all_available, timeout, "every host")
+            return
+        m, r = masters_count, replicas_count
+        await self._wait_until(
+            lambda: self.master_pool_count >= m and self.replica_pool_count >= r,
+            timeout,
+            f"{m} primary(ies) and {r} replica(s)",
+        )
+
+    def _all_available(self) -> bool:
+        return all(e.state.available and e.pool is not None for e in self._entries)
+
+    async def wait_all_ready(self, timeout: float | None = None) -> None:
+        """Wait until every host is available with an open pool (bounded by ``timeout`` if given)."""
+        await self._wait_until(self._all_available, timeout, "every host")
+
+    async def wait_masters_ready(self, masters_count: int, timeout: float | None = None) -> None:
+        """Wait until at least ``masters_count`` primaries are usable."""
+        await self._wait_until(
+            lambda: self.master_pool_count >= masters_count, timeout,
+            f"{masters_count} primary(ies)",
+        )
+
+    async def wait_replicas_ready(self, replicas_count: int, timeout: float | None = None) -> None:
+        """Wait until at least ``replicas_count`` replicas are usable."""
+        await self._wait_until(
+            lambda: self.replica_pool_count >= replicas_count, timeout,
+            f"{replicas_count} replica(s)",
+        )
+
+    async def wait_next_pool_check(self, timeout: float = 10) -> None:
+        """Wait until every host has been probed again, by a probe that started after this call."""
+        targets = [(e, e.checks + 2) for e in self._entries]
+        await self._wait_until(
+            lambda: all(e.checks >= n for e, n in targets), timeout, "the next check of every host"
+        )
+
+    # -- pools (hasql's API) -------------------------------------------------------------------------
+
+    def _entry_of(self, pool: Any) -> HostEntry:
+        entry = self._entry_by_pool.get(id(pool))
+        if entry is None or entry.pool is not pool:
+            raise ValueError(f"{type(pool).__name__} object is not a pool of this PoolManager")
+        return entry
+
+    async def get_pool(
+        self,
+        read_only: bool = False,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+    ) -> Any:
+        """The pool a matching ``acquire`` would use now, waiting up to ``acquire_timeout``."""
+        context = self.acquire(read_only, fallback_master, master_as_replica_weight)
+        request = context._request
+        self._ensure_running()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + request.timeout
+        self._enter_fast_mode()
+        try:
+            while (entry := self._choose(request, None)) is None:
+                await self._wait_for_change(request, deadline)
+        finally:
+            self._leave_fast_mode()
+            self._pool_waits += 1
+            self._pool_wait_time += loop.time() - started
+        return entry.pool
+
+    async def get_master_pools(self) -> list[Any]:
+        """Pools of the primary that takes writes (waiting up to ``acquire_timeout`` for one)."""
+        await self.get_pool(read_only=False)
+        return [e.pool for e in (self._topology.writable,) if e is not None]
+
+    async def get_replica_pools(self, fallback_master: bool = False) -> list[Any]:
+        """Pools of the usable replicas, or with ``fallback_master`` the primary's when there are none
+        (waiting up to ``acquire_timeout`` for one)."""
+        await self.get_pool(read_only=True, fallback_master=fallback_master)
+        pools = [e.pool for e in self._topology.fresh_standbys]
+        if not pools and fallback_master and self._topology.writable is not None:
+            pools = [self._topology.writable.pool]
+        return pools
+
+    def pool_is_master(self, pool: Any) -> bool:
+        """True when ``pool`` belongs to the primary that takes writes."""
+        writable = self._topology.writable
+        return writable is not None and writable.pool is pool
+
+    def pool_is_replica(self, pool: Any) -> bool:
+        """True when ``pool`` belongs to a usable replica."""
+        return any(e.pool is pool for e in self._topology.standbys)
+
+    def acquire_from_pool(self, pool: Any, timeout: float | None = None, **kwargs: Any) -> AcquireContext:
+        """Acquire from one specific pool of this manager, whatever its host's role."""
+        request = AcquireRequest(
+            read_only=False, fallback_master=False, weight=0.0, lag_limit=None,
+            timeout=self._acquire_timeout if timeout is None else _positive(timeout, "timeout"),
+            kwargs=kwargs, entry=self._entry_of(pool),
+        )
+        return AcquireContext(self, request)
+
+    async def release_to_pool(self, connection: Any, pool: Any, **kwargs: Any) -> None:
+        """Give ``connection`` back to ``pool`` (it must have come from that pool)."""
+        entry = self._entry_of(pool)
+        item = self._handed_out.get(id(connection))
+        if item is not None and item[1] is not entry:
+            raise ValueError(f"the connection came from {item[1].state.name}, not from this pool")
+        if item is None:
+            self._handed_out[id(connection)] = (connection, entry)
+        await self.release(connection, **kwargs)
+
+    def register_connection(self, connection: Any, pool: Any) -> None:
+        """Record that ``connection`` came from ``pool``, so :meth:`release` can give it back."""
+        self._handed_out[id(connection)] = (connection, self._entry_of(pool))
+
+    def get_pool_freesize(self, pool: Any) -> int:
+        """How many acquires ``pool`` can serve right now (idle plus unopened capacity)."""
+        return self._driver.pool_stats(pool).free
+
+    def is_connection_closed(self, connection: Any) -> bool:
+        """True when ``connection`` is closed or broken."""
+        return self._driver.is_connection_closed(connection)
+
+    def get_last_response_time(self, pool: Any) -> float | None:
+        """Round-trip time (seconds) of the latest successful probe of ``pool``'s host."""
+        return self._entry_of(pool).state.rtt
+
+    # -- introspection -------------------------------------------------------------------------------
+
+    def host_states(self) -> tuple[HostState, ...]:
+        """Every host's current state, in DSN order."""
+        return self._topology.states()
+
+    def metrics(self) -> Metrics:
+        """A snapshot of every host's state, pool, acquires and errors (see :class:`Metrics`)."""
+        hosts = []
+        drivers = []
+        for entry in self._entries:
+            stats = entry.pool_stats()
+            hosts.append(HostMetrics(entry.state, stats, entry.response_time, entry.acquire_count,
+                                     entry.acquire_time, dict(entry.errors)))
+            if entry.pool is not None:
+                drivers.append(DriverMetrics(max=stats.max, min=stats.min, idle=stats.idle,
+                                             used=stats.in_use, host=entry.state.name))
+        handed_out: dict[str, int] = {}
+        for _, entry in self._handed_out.values():
+            handed_out[entry.state.name] = handed_out.get(entry.state.name, 0) + 1
+        hasql = HasqlMetrics(
+            pool=self._pool_waits,
+            pool_time=self._pool_wait_time,
+            acquire={e.state.name: e.acquire_count for e in self._entries},
+            acquire_time={e.state.name: e.acquire_time for e in self._entries},
+            add_connections={e.state.name: e.acquire_count for e in self._entries},
+            remove_connections={
+                e.state.name: e.acquire_count - handed_out.get(e.state.name, 0)
+                for e in self._entries
+            },
+        )
+        return Metrics(drivers=drivers, hasql=hasql, hosts=hosts)
+
+    @property
+    def dsn(self) -> list[Dsn]:
+        """One single-host DSN per host, in the order given (their ``str`` is redacted)."""
+        return list(self._dsn)
+
+    @property
+    def driver(self) -> Driver[Any, Any, Any]:
+        """The driver instance this manager uses."""
+        return self._driver
+
+    @property
+    def balancer(self) -> BalancerPolicy:
+        """The balancer policy instance this manager uses."""
+        return self._balancer
+
+    @property
+    def refresh_delay(self) -> float:
+        """Seconds between two probes of a host."""
+        return self._refresh_delay
+
+    @property
+    def refresh_timeout(self) -> float:
+        """Bound of each monitor connect, probe and pool opening, in seconds."""
+        return self._refresh_timeout
+
+    @property
+    def pool_factory_kwargs(self) -> Mapping[str, Any]:
+        """A read-only copy of the pool options given."""
+        return self._pool_factory_kwargs
+
+    @property
+    def pools(self) -> list[Any]:
+        """Every open pool, in DSN order."""
+        return [e.pool for e in self._entries if e.pool is not None]
+
+    @property
+    def master_pool_count(self) -> int:
+        """1 when a primary takes writes, else 0."""
+        return 0 if self._topology.writable is None else 1
+
+    @property
+    def replica_pool_count(self) -> int:
+        """Usable replicas within the manager's lag limit."""
+        return len(self._topology.fresh_standbys)
+
+    @property
+    def available_pool_count(self) -> int:
+        """Hosts that answered their latest probe and have an open pool."""
+        return sum(1 for e in self._entries if e.state.available and e.pool is not None)
+
+    @property
+    def closing(self) -> bool:
+        """True while ``close()`` or ``terminate()`` runs."""
+        return self._closing and not self._closed
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` or ``terminate()`` finished."""
+        return self._closed
+
+    def __iter__(self) -> Iterator[Any]:
+        """The pools of available hosts."""
+        return iter([e.pool for e in self._entries if e.state.available and e.pool is not None])
+
+    def __repr__(self) -> str:
+        hosts = ", ".join(e.state.name for e in self._entries)
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return f"<PoolManager driver={self._driver.name!r} hosts=[{hosts}] {state}>"
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

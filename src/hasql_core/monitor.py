@@ -1,0 +1,217 @@
+"""The topology monitor: one task per host, each probing its host on a dedicated connection.
+
+Each task loops: make sure the monitor connection is open, run the probe, record the result, open the
+host's pool after the first success, then sleep ``refresh_delay`` (or the short fast-probe delay while an
+acquire waits for a role nobody has). Every connect, probe and pool opening is bounded by
+``refresh_timeout``; a failure or a timeout marks the host unavailable at once and drops the monitor
+connection, so a hung host is found within ``refresh_delay + refresh_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from .driver import Driver
+from .host_state import HostState, Role
+from .probe import PROBE_QUERY, parse_probe_row
+from .topology import HostEntry, Topology
+
+log = logging.getLogger("hasql_core.monitor")
+
+T = TypeVar("T")
+
+#: How long closing a monitor connection or terminating a half-open pool may take.
+CLEANUP_TIMEOUT = 1.0
+
+
+@attrs.frozen
+class MonitorSettings:
+    """Timing of the monitor, in seconds."""
+
+    refresh_delay: float
+    refresh_timeout: float
+    fast_delay: float
+
+
+def describe_error(error: BaseException, secrets: tuple[str, ...]) -> str:
+    """``Type: message`` of ``error`` with every secret replaced by ``***``."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+async def bounded(awaitable: Awaitable[T], timeout: float, what: str) -> T:
+    """Await with a timeout; on expiry raise ``TimeoutError`` saying what took too long."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise asyncio.TimeoutError(f"{what} took longer than {timeout:g}s") from None
+
+
+class HostMonitor:
+    """Probes one host forever (until cancelled) and feeds the results to the topology."""
+
+    def __init__(
+        self,
+        entry: HostEntry,
+        driver: Driver[Any, Any, Any],
+        topology: Topology,
+        settings: MonitorSettings,
+        pool_options: Mapping[str, Any],
+        is_fast: Callable[[], bool],
+        emit: Callable[..., None],
+    ) -> None:
+        self.entry = entry
+        self._driver = driver
+        self._topology = topology
+        self._settings = settings
+        self._pool_options = pool_options
+        self._is_fast = is_fast
+        self._emit = emit
+        self._secrets = tuple(s for s in (entry.dsn.password,) if s)
+        self._connection: Any = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._probe_again = False
+        self._background: set[asyncio.Future[None]] = set()
+
+    def wake(self) -> None:
+        """Probe as soon as possible: now if sleeping, again right after the probe in flight."""
+        self._probe_again = True
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def run(self) -> None:
+        """Probe until cancelled; on cancellation close the monitor connection (bounded)."""
+        try:
+            while True:
+                self._probe_again = False
+                await self.check_once()
+                if not self._probe_again:
+                    fast = self._is_fast()
+                    await self._sleep(self._settings.fast_delay if fast else self._settings.refresh_delay)
+        finally:
+            for task in self._background:
+                task.cancel()
+            await self._drop_connection()
+
+    async def check_once(self) -> None:
+        """One probe (connecting first when needed); never raises except on cancellation."""
+        entry, timeout = self.entry, self._settings.refresh_timeout
+        try:
+            if self._connection is None:
+                self._connection = await bounded(
+                    self._driver.connect_monitor(entry.dsn, timeout), timeout, "connecting"
+                )
+            started = time.perf_counter()
+            row = await bounded(self._driver.probe(self._connection, PROBE_QUERY), timeout, "probe")
+            rtt = time.perf_counter() - started
+            result = parse_probe_row(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await self._fail(error)
+        else:
+            entry.record_rtt(rtt)
+            role = Role.STANDBY if result.in_recovery else Role.PRIMARY
+            state = HostState(
+                host=entry.state.host,
+                port=entry.state.port,
+                role=role,
+                read_only=result.read_only,
+                wal_lsn=result.wal_lsn,
+                receive_lsn=result.receive_lsn,
+                lag_seconds=result.replay_age,
+                timeline=result.timeline,
+                rtt=rtt,
+                checked_at=time.time(),
+            )
+            if entry.pool is None:
+                await self._open_pool()
+            was_primary = entry.state.role is Role.PRIMARY
+            self._topology.update(entry, state)
+            if was_primary and role is not Role.PRIMARY:
+                self._expire_idle()
+        entry.checks += 1
+        self._topology.wake_waiters()
+
+    async def _fail(self, error: BaseException) -> None:
+        entry = self.entry
+        message = describe_error(error, self._secrets)
+        kind = "probe_timeout" if isinstance(error, asyncio.TimeoutError) else "probe_error"
+        entry.count_error(kind)
+        if entry.state.available:
+            log.warning("host %s is unavailable: %s", entry.state.name, message)
+        await self._drop_connection()
+        was_primary = entry.state.role is Role.PRIMARY
+        self._topology.update(
+            entry,
+            HostState(
+                host=entry.state.host,
+                port=entry.state.port,
+                role=Role.UNAVAILABLE,
+                checked_at=time.time(),
+                last_error=message,
+                timeline=entry.state.timeline,
+            ),
+        )
+        if was_primary:
+            self._expire_idle()
+
+    async def _open_pool(self) -> None:
+        entry = self.entry
+        pool = self._driver.create_pool(entry.dsn, self._pool_options)
+        try:
+            await bounded(self._driver.open_pool(pool), self._settings.refresh_timeout, "opening the pool")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT)
+            raise
+        entry.pool = pool
+        log.info("opened pool for %s", entry.state.name)
+        self._emit("pool_created", host=entry.state)
+
+    def _expire_idle(self) -> None:
+        """The host stopped being primary: its idle connections must not be handed out for writes."""
+        if self.entry.pool is not None:
+            log.warning("host %s is no longer primary; expiring its idle connections",
+                        self.entry.state.name)
+            task = asyncio.ensure_future(self._driver.expire_idle(self.entry.pool))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            task.add_done_callback(_log_failure)
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._driver.close_monitor(connection), CLEANUP_TIMEOUT)
+
+    async def _sleep(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        wakeup: asyncio.Future[None] = loop.create_future()
+        self._wakeup = wakeup
+        timer = loop.call_later(delay, _resolve, wakeup)
+        try:
+            await wakeup
+        finally:
+            timer.cancel()
+            self._wakeup = None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("expiring idle connections failed: %r", task.exception())

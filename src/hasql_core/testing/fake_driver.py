@@ -1,0 +1,363 @@
+"""An in-process driver over simulated hosts, for unit tests of the core (no network, no server).
+
+A test builds a :class:`FakeCluster`, sets each :class:`FakeHost`'s role, lag, latency and failures,
+and passes ``FakeDriver(cluster)`` to ``PoolManager(cluster.dsn, driver=...)``. Every simulated host
+counts its open connections and its probes, so tests can check for leaks and for monitor behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..driver import Driver, ErrorKind, PoolStats
+from ..dsn import Dsn
+
+
+class FakeConnectionLost(ConnectionError):
+    """The simulated server went away (refused, killed) while a connection was in use."""
+
+
+class FakeReadOnlyError(Exception):
+    """A write reached a simulated standby or read-only primary (SQLSTATE 25006)."""
+
+    sqlstate = "25006"
+
+
+class FakeHost:
+    """One simulated PostgreSQL server. Tests change its attributes at any time.
+
+    - ``role``: ``"primary"`` or ``"standby"``; ``read_only``: ``default_transaction_read_only``.
+    - ``wal_lsn``: the primary's write position, or the standby's replay position;
+      ``receive_lsn`` and ``replay_age`` (seconds) as a standby reports them; ``timeline``.
+    - ``latency``: seconds every connect and query takes.
+    - ``down``: connects are refused and open connections fail (a killed server).
+    - ``frozen``: connects and queries never answer until :meth:`thaw` (a stopped server).
+    - :meth:`fail_next`: the next ``n`` connects or queries raise the given error.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.role = "standby"
+        self.read_only = False
+        self.wal_lsn = 0
+        self.receive_lsn: int | None = None
+        self.replay_age: float | None = 0.0
+        self.timeline = 1
+        self.latency = 0.0
+        self.down = False
+        self.frozen = False
+        self._thawed: asyncio.Event | None = None
+        self._failures: deque[BaseException] = deque()
+        #: Connections currently open to this host (pooled and monitor).
+        self.open_connections = 0
+        #: Probes answered so far.
+        self.probes = 0
+
+    @property
+    def name(self) -> str:
+        """``host:port``."""
+        return f"{self.host}:{self.port}"
+
+    def promote(self) -> None:
+        """Become primary on the next timeline."""
+        self.role = "primary"
+        self.timeline += 1
+
+    def demote(self) -> None:
+        """Become a standby."""
+        self.role = "standby"
+
+    def freeze(self) -> None:
+        """Stop answering anything until :meth:`thaw`."""
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """Answer again; requests held while frozen proceed."""
+        self.frozen = False
+        if self._thawed is not None:
+            self._thawed.set()
+            self._thawed = None
+
+    def fail_next(self, n: int, error: BaseException | None = None) -> None:
+        """Make the next ``n`` connects or queries raise ``error`` (default: connection lost)."""
+        for _ in range(n):
+            self._failures.append(error or FakeConnectionLost(f"{self.name}: injected failure"))
+
+    async def answer(self) -> None:
+        """Behave like the server receiving one request: wait, fail or hang as configured."""
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        while self.frozen:
+            if self._thawed is None:
+                self._thawed = asyncio.Event()
+            await self._thawed.wait()
+        if self._failures:
+            raise self._failures.popleft()
+        if self.down:
+            raise FakeConnectionLost(f"{self.name}: connection refused")
+
+
+class FakeCluster:
+    """A set of simulated hosts; the first is primary unless told otherwise."""
+
+    def __init__(
+        self,
+        hosts: int = 3,
+        *,
+        primary: int | None = 0,
+        password: str = "fake-secret-pw",
+        base_port: int = 5432,
+    ) -> None:
+        self.password = password
+        self.hosts = [FakeHost(f"db{i}", base_port) for i in range(hosts)]
+        if primary is not None:
+            self.hosts[primary].role = "primary"
+
+    @property
+    def dsn(self) -> str:
+        """A multi-host DSN naming every simulated host, with the password."""
+        hosts = ",".join(h.name for h in self.hosts)
+        return f"postgresql://app:{self.password}@{hosts}/app"
+
+    def host(self, host: str, port: int) -> FakeHost:
+        """The simulated host at ``host:port``; ``ConnectionRefusedError`` for an unknown one."""
+        for candidate in self.hosts:
+            if candidate.host == host and candidate.port == port:
+                return candidate
+        raise ConnectionRefusedError(f"no simulated host {host}:{port}")
+
+    def write(self, nbytes: int = 100) -> None:
+        """Advance every primary's WAL position, as a write would."""
+        for host in self.hosts:
+            if host.role == "primary":
+                host.wal_lsn += nbytes
+
+    def replicate(self) -> None:
+        """Bring every unfrozen, running standby up to the highest primary position."""
+        top = max((h.wal_lsn for h in self.hosts if h.role == "primary"), default=0)
+        for host in self.hosts:
+            if host.role == "standby" and not host.frozen and not host.down:
+                host.wal_lsn = host.receive_lsn = top
+                host.replay_age = 0.0
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open to all hosts together."""
+        return sum(h.open_connections for h in self.hosts)
+
+
+class FakeConnection:
+    """A connection to a :class:`FakeHost`."""
+
+    def __init__(self, host: FakeHost) -> None:
+        self.host = host
+        self.closed = False
+        host.open_connections += 1
+
+    async def execute(self, sql: str) -> str:
+        """Run ``sql``: fails when the host is gone; a statement starting with ``INSERT``,
+        ``UPDATE`` or ``DELETE`` fails on a standby or read-only host. Returns the host's name."""
+        if self.closed:
+            raise FakeConnectionLost("connection is closed")
+        try:
+            await self.host.answer()
+        except FakeConnectionLost:
+            self.close()
+            raise
+        if sql.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE") and (
+            self.host.role != "primary" or self.host.read_only
+        ):
+            raise FakeReadOnlyError("cannot execute in a read-only transaction")
+        return self.host.name
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.host.open_connections -= 1
+
+
+class FakePool:
+    """A pool of :class:`FakeConnection` to one host, sized by ``min_size`` and ``max_size``."""
+
+    def __init__(self, host: FakeHost, min_size: int, max_size: int) -> None:
+        self.host = host
+        self.min_size = min_size
+        self.max_size = max_size
+        self.idle: list[FakeConnection] = []
+        self.in_use: set[FakeConnection] = set()
+        self.opening = 0
+        self.closed = False
+        self._waiters: deque[asyncio.Future[FakeConnection]] = deque()
+
+    @property
+    def size(self) -> int:
+        """Open connections, idle or handed out (including those being opened)."""
+        return len(self.idle) + len(self.in_use) + self.opening
+
+    async def connect(self) -> FakeConnection:
+        """Open one connection (counted while it opens)."""
+        self.opening += 1
+        try:
+            await self.host.answer()
+            return FakeConnection(self.host)
+        finally:
+            self.opening -= 1
+
+    async def acquire(self) -> FakeConnection:
+        """Hand out an idle connection, open a new one, or wait for one to come back."""
+        if self.closed:
+            raise RuntimeError("pool is closed")
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.closed:
+                self.in_use.add(connection)
+                return connection
+        if self.size < self.max_size:
+            connection = await self.connect()
+            self.in_use.add(connection)
+            return connection
+        waiter: asyncio.Future[FakeConnection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            connection = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._put_back(waiter.result())
+            raise
+        self.in_use.add(connection)
+        return connection
+
+    def release(self, connection: FakeConnection) -> None:
+        """Take a handed-out connection back."""
+        self.in_use.discard(connection)
+        if connection.closed or self.closed:
+            connection.close()
+            return
+        self._put_back(connection)
+
+    def _put_back(self, connection: FakeConnection) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self.idle.append(connection)
+
+    def close_all(self, include_in_use: bool) -> None:
+        """Close idle connections (and handed-out ones when asked) and refuse further acquires."""
+        self.closed = True
+        for connection in self.idle:
+            connection.close()
+        self.idle.clear()
+        if include_in_use:
+            for connection in self.in_use:
+                connection.close()
+            self.in_use.clear()
+
+
+class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
+    """The driver for :class:`FakeCluster`. Pool options: ``min_size`` (default 1), ``max_size``
+    (default 10); anything else is refused, as a real library would."""
+
+    name = "fake"
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+        #: Every pool this driver created, for tests.
+        self.pools: list[FakePool] = []
+
+    def create_pool(self, dsn: Dsn, pool_options: Mapping[str, Any]) -> FakePool:
+        """A pool for the simulated host of ``dsn``; checks the password like a server would."""
+        unknown = set(pool_options) - {"min_size", "max_size"}
+        if unknown:
+            raise TypeError(f"unexpected pool options: {sorted(unknown)}")
+        if dsn.password != self.cluster.password:
+            raise PermissionError("password authentication failed")
+        pool = FakePool(
+            self.cluster.host(dsn.host, dsn.port),
+            int(pool_options.get("min_size", 1)),
+            int(pool_options.get("max_size", 10)),
+        )
+        self.pools.append(pool)
+        return pool
+
+    async def open_pool(self, pool: FakePool) -> None:
+        """Open ``min_size`` connections."""
+        for _ in range(pool.min_size):
+            pool.idle.append(await pool.connect())
+
+    async def acquire(self, pool: FakePool, timeout: float | None, **kwargs: Any) -> FakeConnection:
+        """Take a connection (the core enforces the timeout by cancellation)."""
+        return await pool.acquire()
+
+    async def release(self, pool: FakePool, connection: FakeConnection, **kwargs: Any) -> None:
+        """Give a connection back."""
+        pool.release(connection)
+
+    async def close_pool(self, pool: FakePool) -> None:
+        """Wait for handed-out connections to come back, then close everything."""
+        while pool.in_use:
+            await asyncio.sleep(0.01)
+        pool.close_all(include_in_use=False)
+
+    async def terminate_pool(self, pool: FakePool) -> None:
+        """Close everything now."""
+        pool.close_all(include_in_use=True)
+
+    async def expire_idle(self, pool: FakePool) -> None:
+        """Close idle connections; new ones are opened on demand."""
+        for connection in pool.idle:
+            connection.close()
+        pool.idle.clear()
+
+    def pool_stats(self, pool: FakePool) -> PoolStats:
+        """Figures with the contract's meaning."""
+        return PoolStats(pool.min_size, pool.max_size, pool.size, len(pool.idle), len(pool.in_use))
+
+    def is_connection_closed(self, connection: FakeConnection) -> bool:
+        """True once closed."""
+        return connection.closed
+
+    def classify_error(self, error: BaseException) -> ErrorKind:
+        """Connection errors are host failures; :class:`FakeReadOnlyError` is a read-only one."""
+        if isinstance(error, FakeReadOnlyError):
+            return ErrorKind.READ_ONLY
+        if isinstance(error, (ConnectionError, OSError)):
+            return ErrorKind.CONNECTION_LOST
+        return ErrorKind.OTHER
+
+    async def connect_monitor(self, dsn: Dsn, timeout: float) -> FakeConnection:
+        """A connection outside every pool."""
+        host = self.cluster.host(dsn.host, dsn.port)
+        await host.answer()
+        return FakeConnection(host)
+
+    async def probe(self, connection: FakeConnection, query: str) -> Sequence[Any]:
+        """The probe row, from the host's simulated state."""
+        host = connection.host
+        if connection.closed:
+            raise FakeConnectionLost("connection is closed")
+        try:
+            await host.answer()
+        except FakeConnectionLost:
+            connection.close()
+            raise
+        host.probes += 1
+        standby = host.role != "primary"
+        return (
+            standby,
+            host.read_only,
+            host.wal_lsn,
+            host.receive_lsn if standby else None,
+            host.replay_age if standby else None,
+            host.timeline,
+        )
+
+    async def close_monitor(self, connection: FakeConnection) -> None:
+        """Close without waiting."""
+        connection.close()

@@ -1,0 +1,226 @@
+"""The cluster as the monitor sees it: one :class:`HostEntry` per host and the candidate sets derived
+from their states.
+
+The monitor calls :meth:`Topology.update` after every probe. Everything the acquire path needs (the
+writable primary, the standbys within the lag limit) is recomputed there, so choosing a host costs a few
+attribute reads. Waiters (acquires waiting for a role, ``ready()``) are woken after every update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from .driver import Driver, PoolStats
+from .dsn import Dsn
+from .host_state import HostState, Role
+
+#: Called with (event name, keyword arguments) for observer events; see hookspecs.
+EventSink = Callable[..., None]
+
+
+class HostEntry:
+    """One host of the manager: its DSN, its pool (once opened), its latest state and its counters.
+
+    Implements the :class:`~hasql_core.balancer.Candidate` protocol for balancer policies.
+    """
+
+    __slots__ = (
+        "_driver",
+        "_rtts",
+        "acquire_count",
+        "acquire_time",
+        "checks",
+        "dsn",
+        "errors",
+        "pool",
+        "response_time",
+        "state",
+    )
+
+    def __init__(self, dsn: Dsn, driver: Driver[Any, Any, Any], window: int) -> None:
+        self.dsn = dsn
+        self._driver = driver
+        self.pool: Any = None
+        self.state = HostState(host=dsn.host, port=dsn.port)
+        self._rtts: deque[float] = deque(maxlen=window)
+        #: Median probe round-trip time over the stopwatch window (seconds), None before any probe.
+        self.response_time: float | None = None
+        #: Completed probes (successful or not).
+        self.checks = 0
+        self.acquire_count = 0
+        self.acquire_time = 0.0
+        #: Failures by kind: probe errors, and errors seen on handed-out connections.
+        self.errors: dict[str, int] = {}
+
+    def pool_stats(self) -> PoolStats:
+        """The pool's figures; all zero while the pool is not open."""
+        if self.pool is None:
+            return PoolStats(0, 0, 0, 0, 0)
+        return self._driver.pool_stats(self.pool)
+
+    def record_rtt(self, rtt: float) -> None:
+        """Add one probe round-trip time to the stopwatch window."""
+        self._rtts.append(rtt)
+        self.response_time = statistics.median(self._rtts)
+
+    def count_error(self, kind: str) -> None:
+        """Count one failure of the given kind."""
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def __repr__(self) -> str:
+        return f"<HostEntry {self.state.describe()}>"
+
+
+@attrs.frozen
+class LagLimit:
+    """A replica lag limit: in seconds and/or bytes of WAL; ``None`` parts are not limited."""
+
+    seconds: float | None = None
+    bytes: int | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        """True when neither part is set."""
+        return self.seconds is None and self.bytes is None
+
+    def exceeded_by(self, state: HostState) -> bool:
+        """True when ``state`` (a standby) is beyond this limit, or its lag is unknown while limited."""
+        if self.bytes is not None and (state.lag_bytes is None or state.lag_bytes > self.bytes):
+            return True
+        return self.seconds is not None and (
+            state.lag_seconds is None or state.lag_seconds > self.seconds
+        )
+
+
+class Topology:
+    """The hosts' states and the candidate sets routing reads from them."""
+
+    def __init__(self, entries: Sequence[HostEntry], lag_limit: LagLimit, emit: EventSink) -> None:
+        self.entries = tuple(entries)
+        self.lag_limit = lag_limit
+        self._emit = emit
+        #: The primary that takes writes, when there is exactly one winner with an open pool.
+        self.writable: HostEntry | None = None
+        #: Available standbys with an open pool, whatever their lag.
+        self.standbys: tuple[HostEntry, ...] = ()
+        #: The subset of :attr:`standbys` within the manager's lag limit.
+        self.fresh_standbys: tuple[HostEntry, ...] = ()
+        #: The primary that won the timeline comparison, whether or not its pool is open yet.
+        self.primary: HostEntry | None = None
+        #: Primaries tied on the highest timeline; non-empty means writes are refused.
+        self.split_brain_tie: tuple[HostEntry, ...] = ()
+        #: Newest WAL position reported by the writable primary.
+        self.primary_lsn: int | None = None
+        self._split_brain_seen: frozenset[str] = frozenset()
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    # -- updates (monitor side) ----------------------------------------------------------------------
+
+    def update(self, entry: HostEntry, state: HostState) -> None:
+        """Record a new state for ``entry`` (lag and staleness are filled in here) and recompute."""
+        if state.role is Role.STANDBY:
+            state = self._with_lag(state)
+        self._set_state(entry, attrs.evolve(state, split_brain=entry.state.split_brain))
+        self.recompute()
+        if entry is self.primary and state.wal_lsn is not None:
+            self.primary_lsn = max(self.primary_lsn or 0, state.wal_lsn)
+
+    def _with_lag(self, state: HostState) -> HostState:
+        reference = max(self.primary_lsn or 0, state.receive_lsn or 0)
+        if state.wal_lsn is None:
+            lag_bytes, lag_seconds = None, None
+        else:
+            lag_bytes = max(reference - state.wal_lsn, 0)
+            lag_seconds = 0.0 if lag_bytes == 0 else state.lag_seconds
+        state = attrs.evolve(state, lag_bytes=lag_bytes, lag_seconds=lag_seconds)
+        return attrs.evolve(state, stale=self.lag_limit.exceeded_by(state))
+
+    def _set_state(self, entry: HostEntry, state: HostState) -> None:
+        old = entry.state
+        entry.state = state
+        if old.routing_key() != state.routing_key():
+            self._emit("host_state_changed", old=old, new=state)
+
+    def recompute(self) -> None:
+        """Derive the candidate sets from the current states, then wake every waiter."""
+        primaries = [e for e in self.entries if e.state.role is Role.PRIMARY]
+        winner: HostEntry | None = None
+        tie: tuple[HostEntry, ...] = ()
+        if len(primaries) == 1:
+            winner = primaries[0]
+        elif primaries:
+            top = max(e.state.timeline or 0 for e in primaries)
+            best = [e for e in primaries if (e.state.timeline or 0) == top]
+            if len(best) == 1:
+                winner = best[0]
+            else:
+                tie = tuple(best)
+        for entry in primaries:
+            loser = len(primaries) > 1 and entry is not winner
+            if entry.state.split_brain != loser:
+                self._set_state(entry, attrs.evolve(entry.state, split_brain=loser))
+        for entry in self.entries:  # a host that is no longer primary is no longer a loser
+            if entry.state.split_brain and entry.state.role is not Role.PRIMARY:
+                self._set_state(entry, attrs.evolve(entry.state, split_brain=False))
+        self._report_split_brain(primaries, winner)
+        self.split_brain_tie = tie
+        self.primary = winner
+        self.writable = winner if winner is not None and winner.pool is not None else None
+        self.standbys = tuple(
+            e for e in self.entries if e.state.role is Role.STANDBY and e.pool is not None
+        )
+        self.fresh_standbys = tuple(e for e in self.standbys if not e.state.stale)
+        self.wake_waiters()
+
+    def _report_split_brain(self, primaries: list[HostEntry], winner: HostEntry | None) -> None:
+        seen = frozenset(e.state.name for e in primaries) if len(primaries) > 1 else frozenset()
+        if seen and seen != self._split_brain_seen:
+            self._emit(
+                "split_brain",
+                primaries=[e.state for e in primaries],
+                writable=None if winner is None else winner.state,
+            )
+        self._split_brain_seen = seen
+
+    # -- queries (acquire side) ----------------------------------------------------------------------
+
+    def standbys_within(self, limit: LagLimit | None) -> tuple[HostEntry, ...]:
+        """Standbys within ``limit`` (``None``: the manager's own limit)."""
+        if limit is None:
+            return self.fresh_standbys
+        if limit.unlimited:
+            return self.standbys
+        return tuple(e for e in self.standbys if not limit.exceeded_by(e.state))
+
+    def states(self) -> tuple[HostState, ...]:
+        """Every host's current state, in DSN order."""
+        return tuple(e.state for e in self.entries)
+
+    def describe(self) -> str:
+        """Every host in one line each, for error messages."""
+        return "; ".join(e.state.describe() for e in self.entries)
+
+    # -- waiting -------------------------------------------------------------------------------------
+
+    def new_waiter(self) -> asyncio.Future[None]:
+        """A future resolved at the next update; pass it to :meth:`drop_waiter` when done."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        return waiter
+
+    def drop_waiter(self, waiter: asyncio.Future[None]) -> None:
+        """Forget ``waiter`` (after it fired, timed out or was cancelled)."""
+        self._waiters.discard(waiter)
+
+    def wake_waiters(self) -> None:
+        """Resolve every pending waiter."""
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

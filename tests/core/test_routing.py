@@ -1,0 +1,193 @@
+"""Roles, failover, hung hosts, lag and split brain, through the manager over the fake driver."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hasql_core import AcquireTimeoutError, Role, SplitBrainError
+from hasql_core.testing.fake_driver import FakeCluster, FakeConnection
+
+from .conftest import wait_for
+
+
+async def served_by(pm, *, read_only: bool, **kwargs) -> str:
+    async with pm.acquire(read_only=read_only, **kwargs) as conn:
+        assert isinstance(conn, FakeConnection)
+        return await conn.execute("SELECT 1")
+
+
+async def test_roles_are_found(cluster, make_manager):
+    pm = make_manager(cluster)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    roles = {s.host: s.role for s in pm.host_states()}
+    assert roles == {"db0": Role.PRIMARY, "db1": Role.STANDBY, "db2": Role.STANDBY}
+    assert await served_by(pm, read_only=False) == "db0:5432"
+    reads = {await served_by(pm, read_only=True) for _ in range(50)}
+    assert reads == {"db1:5432", "db2:5432"}
+    assert pm.master_pool_count == 1 and pm.replica_pool_count == 2
+    assert pm.available_pool_count == 3 and len(list(pm)) == 3
+
+
+async def test_failover_is_followed_by_fast_probing(cluster, make_manager):
+    # A refresh_delay far longer than the test: only fast probing while a write waits can find
+    # the new primary in time.
+    pm = make_manager(cluster, refresh_delay=60.0, acquire_timeout=10.0)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.hosts[0].down = True
+    # The first write after the crash fails; the manager re-probes db0 and finds it gone.
+    with pytest.raises(ConnectionError):
+        async with pm.acquire_master() as conn:
+            await conn.execute("INSERT 1")
+    await wait_for(lambda: pm.host_states()[0].role is Role.UNAVAILABLE)
+    writer = asyncio.ensure_future(served_by(pm, read_only=False))
+    await wait_for(lambda: pm._fast_waiters > 0)
+    probes_before = cluster.hosts[1].probes
+    cluster.hosts[1].promote()
+    assert await asyncio.wait_for(writer, 5) == "db1:5432"
+    # Found by the next probe or two of the promoted host, not after refresh_delay.
+    assert cluster.hosts[1].probes - probes_before <= 2
+    # Reads keep working from the remaining standby.
+    assert await served_by(pm, read_only=True) == "db2:5432"
+
+
+async def test_hung_host_marked_unavailable_within_delay_plus_timeout(cluster, make_manager):
+    pm = make_manager(cluster, refresh_delay=0.2, refresh_timeout=0.3)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    loop = asyncio.get_running_loop()
+    cluster.hosts[2].freeze()
+    frozen_at = loop.time()
+    await wait_for(lambda: pm.host_states()[2].role is Role.UNAVAILABLE, timeout=5)
+    # Behavioural bound with slack for a loaded machine: delay + timeout + one more cycle.
+    assert loop.time() - frozen_at < 0.2 + 0.3 + 0.5
+    assert "probe took longer than 0.3s" in (pm.host_states()[2].last_error or "")
+    reads = {await served_by(pm, read_only=True) for _ in range(20)}
+    assert reads == {"db1:5432"}
+    cluster.hosts[2].thaw()
+    await wait_for(lambda: pm.host_states()[2].role is Role.STANDBY)
+
+
+async def test_lagging_replica_is_excluded_and_readmitted(cluster, make_manager):
+    pm = make_manager(cluster, max_lag_bytes=1000)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    lagging = cluster.hosts[2]
+    cluster.write(5000)
+    cluster.hosts[1].wal_lsn = cluster.hosts[1].receive_lsn = cluster.hosts[0].wal_lsn
+    # db2 stalls: it neither receives nor replays, but the primary moved on.
+    lagging.replay_age = 30.0
+    await wait_for(lambda: pm.host_states()[2].stale)
+    assert pm.host_states()[2].lag_bytes == 5000
+    assert {await served_by(pm, read_only=True) for _ in range(20)} == {"db1:5432"}
+    # A per-acquire limit overrides the manager's.
+    got = {await served_by(pm, read_only=True, max_lag_bytes=10_000) for _ in range(30)}
+    assert got == {"db1:5432", "db2:5432"}
+    cluster.replicate()
+    await wait_for(lambda: not pm.host_states()[2].stale)
+    assert {await served_by(pm, read_only=True) for _ in range(30)} == {"db1:5432", "db2:5432"}
+
+
+async def test_lag_in_seconds_limit(cluster, make_manager):
+    pm = make_manager(cluster, max_lag=1.0)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.write(100)
+    cluster.hosts[1].wal_lsn = cluster.hosts[1].receive_lsn = cluster.hosts[0].wal_lsn
+    cluster.hosts[2].replay_age = 5.0
+    await wait_for(lambda: pm.host_states()[2].stale)
+    assert pm.host_states()[2].lag_seconds == 5.0
+    assert pm.host_states()[1].lag_seconds == 0.0
+
+
+async def test_no_fresh_replica_fallback_master_decides(cluster, make_manager):
+    cluster.hosts[1].down = cluster.hosts[2].down = True
+    pm = make_manager(cluster, acquire_timeout=0.3)
+    await pm.ready(masters_count=1, replicas_count=0, timeout=5)
+    assert await served_by(pm, read_only=True, fallback_master=True) == "db0:5432"
+    with pytest.raises(AcquireTimeoutError) as info:
+        await served_by(pm, read_only=True)
+    message = str(info.value)
+    assert "a connection to a replica" in message and "db1:5432 unavailable" in message
+    assert isinstance(info.value, asyncio.TimeoutError)
+
+
+async def test_split_brain_resolved_by_timeline(cluster, make_manager):
+    pm = make_manager(cluster)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.hosts[1].promote()  # timeline 2, while db0 still claims primary on timeline 1
+    await wait_for(lambda: pm.host_states()[0].split_brain)
+    assert {await served_by(pm, read_only=False) for _ in range(20)} == {"db1:5432"}
+    assert pm.host_states()[1].writable and not pm.host_states()[0].writable
+
+
+async def test_split_brain_tie_refuses_writes(cluster, make_manager):
+    pm = make_manager(cluster)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.hosts[1].role = "primary"  # same timeline as db0
+    await wait_for(lambda: pm.host_states()[1].role is Role.PRIMARY)
+    with pytest.raises(SplitBrainError, match="same timeline") as info:
+        await served_by(pm, read_only=False)
+    assert "db0:5432" in str(info.value) and "db1:5432" in str(info.value)
+
+
+async def test_demoted_primary_is_reprobed_and_not_reused_for_writes(cluster, make_manager):
+    pm = make_manager(cluster, refresh_delay=60.0)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    first = await pm.acquire_master()
+    await pm.release(first)  # an idle connection to db0 now sits in its pool
+    cluster.hosts[0].demote()
+    cluster.hosts[1].promote()
+    # The write fails with a read-only violation: that alone triggers an immediate re-probe.
+    with pytest.raises(Exception, match="read-only"):
+        async with pm.acquire_master() as conn:
+            await conn.execute("INSERT 1")
+    await wait_for(lambda: pm.host_states()[0].role is Role.STANDBY, timeout=2)
+    assert await served_by(pm, read_only=False) == "db1:5432"
+    # Its idle connections were dropped, so none of them is handed out again.
+    await wait_for(lambda: first.closed)
+    assert first not in pm.driver.pools[0].idle
+
+
+async def test_all_hosts_down_then_back(cluster, make_manager):
+    pm = make_manager(cluster, acquire_timeout=0.3)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    for host in cluster.hosts:
+        host.down = True
+    await wait_for(lambda: not any(s.available for s in pm.host_states()))
+    with pytest.raises(AcquireTimeoutError, match="primary"):
+        await served_by(pm, read_only=False)
+    for host in cluster.hosts:
+        host.down = False
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    assert await served_by(pm, read_only=False) == "db0:5432"
+
+
+async def test_read_only_primary_is_still_the_primary(cluster, make_manager):
+    cluster.hosts[0].read_only = True
+    pm = make_manager(cluster)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    state = pm.host_states()[0]
+    assert state.role is Role.PRIMARY and state.read_only
+    assert await served_by(pm, read_only=False) == "db0:5432"
+
+
+async def test_master_as_replica_weight(cluster, make_manager):
+    pm = make_manager(cluster, balancer_policy="round_robin")
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    never = {await served_by(pm, read_only=True, master_as_replica_weight=0.0) for _ in range(40)}
+    assert "db0:5432" not in never
+    always = [await served_by(pm, read_only=True, master_as_replica_weight=1.0) for _ in range(300)]
+    # With weight 1 the primary is always one of three candidates: about a third of the reads.
+    assert 60 < always.count("db0:5432") < 140
+    half = [await served_by(pm, read_only=True, master_as_replica_weight=0.5) for _ in range(600)]
+    # Joins half of the time, then gets one in three of those: about 1/6.
+    assert 50 < half.count("db0:5432") < 160
+
+
+async def test_connection_lost_on_acquire_tries_another_host(make_manager):
+    cluster = FakeCluster(3)
+    pm = make_manager(cluster, refresh_delay=60.0, pool_factory_kwargs={"min_size": 0})
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.hosts[1].fail_next(1)  # the next connect to db1 fails
+    got = {await served_by(pm, read_only=True) for _ in range(10)}
+    assert "db2:5432" in got
+    assert pm.metrics().hosts[1].errors.get("connection_lost") == 1

@@ -71,7 +71,7 @@ _ASSIGNMENT = re.compile(r"(?:^|(?<=[\s?&;,]))([A-Za-z0-9_.%+\-]+)[ \t\n\r\f\v]*
 _NEXT_KEY = re.compile(
     r"(?:&|[ \t\n\r\f\v]+)(?:" + _LIBPQ_KEYS + r")[ \t\n\r\f\v]*=", re.IGNORECASE
 )
-_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/*")
 
 
 def is_secret_param(key: str) -> bool:
@@ -80,7 +80,7 @@ def is_secret_param(key: str) -> bool:
     return lowered in SECRET_PARAMS or any(word in lowered for word in _SECRET_WORDS)
 
 
-# --- validation shared by the attrs classes and the parsers -------------------------------------
+# --- validation shared by the attrs classes and the parsers ---
 
 
 def _check_text(value: str, what: str) -> None:
@@ -170,7 +170,7 @@ def _validate_params(_: object, __: object, params: tuple[tuple[str, str], ...])
         _check_text(value, f"value of {key!r}")
 
 
-# --- the data model ------------------------------------------------------------------------------
+# --- the data model ---
 
 
 @attrs.frozen
@@ -360,7 +360,7 @@ def _conninfo_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-# --- parsing -------------------------------------------------------------------------------------
+# --- parsing ---
 
 
 @attrs.define
@@ -404,7 +404,7 @@ def parse_dsn(text: str) -> Dsn:
     try:
         return _parse(obj)
     except DsnError as exc:
-        raise DsnError(f"{exc}. DSN given (secrets hidden): {redact_dsn(obj)!r}") from None
+        raise DsnError(f"{exc}. DSN given (redacted): {redact_dsn(obj)!r}") from None
 
 
 def _parse(text: str) -> Dsn:
@@ -420,14 +420,23 @@ def _parse(text: str) -> Dsn:
             raise DsnError(f"unsupported URL scheme {scheme!r}; {_FORMS}")
         if not rest.startswith("//"):
             raise DsnError(f"malformed URL: '{scheme}:' must be followed by '//'; {_FORMS}")
-        return _build(scheme, _parse_url(rest[2:]))
+        try:
+            return _build(scheme, _parse_url(rest[2:]))
+        except DsnError:
+            if not _may_end_in_userinfo(rest[2:]):
+                raise
+            # The message could quote a piece of a password holding a raw '/' or '?'.
+            raise DsnError(
+                "could not read the URL; a user name or password holding '/', '?', '@', ':'"
+                " or '%' must be percent-encoded (e.g. '/' as %2F)"
+            ) from None
     if "=" not in stripped:
         raise DsnError(f"not a PostgreSQL DSN: neither a URL nor key=value settings; {_FORMS}")
     return _build(None, _parse_conninfo(stripped))
 
 
 def _parse_url(rest: str) -> _Settings:
-    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    end = _find_any(rest, "/?", 0)
     authority, tail = rest[:end], rest[end:]
     # Host names never hold a raw '@', so the last one ends the user info; that keeps a password
     # with an unencoded '@' whole.
@@ -437,17 +446,7 @@ def _parse_url(rest: str) -> _Settings:
         user, _, password = userinfo.partition(":")
         settings.user = _decode(user, "user name or password")
         settings.password = _decode(password, "user name or password")
-    try:
-        settings.hosts, settings.ports = _parse_authority(hostlist)
-    except DsnError:
-        if "@" not in tail:
-            raise
-        # The '@' that ends the user info probably comes later: a password holding a raw '/'
-        # or '?'. Don't echo a fragment of it.
-        raise DsnError(
-            "could not read the host list of the URL; a user name or password holding '/',"
-            " '?', '@' or ':' must be percent-encoded (e.g. '/' as %2F)"
-        ) from None
+    settings.hosts, settings.ports = _parse_authority(hostlist)
     path, _, query = tail.partition("?")
     settings.database = _decode(path[1:], "database name")
     for item in query.split("&"):
@@ -463,6 +462,12 @@ def _parse_url(rest: str) -> _Settings:
     return settings
 
 
+def _may_end_in_userinfo(rest: str) -> bool:
+    """Whether a '@' after the authority may end user info that holds a raw '/' or '?'."""
+    at = rest.rfind("@")
+    return at > _find_any(rest, "/?", 0) and ":" in rest[:at]
+
+
 def _parse_authority(hostlist: str) -> tuple[list[str] | None, list[str] | None]:
     """Split ``h1:p1,[v6]:p2,...``; apply the last host's port to hosts without one."""
     if not hostlist:
@@ -474,10 +479,12 @@ def _parse_authority(hostlist: str) -> tuple[list[str] | None, list[str] | None]
         if hostlist.startswith("[", pos):
             close = hostlist.find("]", pos)
             if close < 0:
-                raise DsnError("'[' without ']' in the URL host list; write IPv6 as [addr]:port")
+                raise DsnError("'[' without ']' in the URL host list; write IPv6 as [::1]:5432")
             host, pos = hostlist[pos + 1 : close], close + 1
             if pos < len(hostlist) and hostlist[pos] not in ":,":
-                raise DsnError("unexpected text after ']' in the URL host list; write [addr]:port")
+                raise DsnError(
+                    "unexpected text after ']' in the URL host list; write IPv6 as [::1]:5432"
+                )
         else:
             end = _find_any(hostlist, ":,", pos)
             host, pos = hostlist[pos:end], end
@@ -623,7 +630,7 @@ def _parse_port(text: str) -> int:
     return int(digits)
 
 
-# --- splitting and redaction ---------------------------------------------------------------------
+# --- splitting and redaction ---
 
 
 def split_dsn(dsn: str | Dsn) -> list[Dsn]:

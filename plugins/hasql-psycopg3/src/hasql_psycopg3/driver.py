@@ -1,0 +1,462 @@
+"""The ``psycopg3`` driver: hasql-core on top of psycopg 3 and psycopg_pool, async API only.
+
+One :class:`psycopg_pool.AsyncConnectionPool` per host, built from the user's
+``pool_factory_kwargs`` as given; handed-out connections are the pool's own
+:class:`psycopg.AsyncConnection` objects. The monitor uses a dedicated autocommit
+:class:`psycopg.AsyncConnection` per host, outside every pool.
+
+Behaviour worth knowing (all of it tested against a real server):
+
+- Every method that the core may cancel returns promptly when cancelled. psycopg, when a query is
+  cancelled, tries to cancel it on the server and waits for that (up to about ten seconds when the
+  server is frozen); :meth:`PsycopgDriver.probe` keeps that off the caller's task.
+- :meth:`PsycopgDriver.terminate_pool` closes connections that are handed out too: the driver keeps
+  the set of connections it handed out and not yet took back, per pool.
+- :meth:`PsycopgDriver.expire_idle` uses :meth:`psycopg_pool.AsyncConnectionPool.drain`: idle
+  connections are closed and replaced, and handed-out ones are closed when they come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypeAlias
+
+import psycopg
+import psycopg_pool
+from psycopg import errors as pg_errors
+from psycopg.conninfo import make_conninfo
+
+from hasql_core.driver import Driver, ErrorKind, PoolStats
+from hasql_core.dsn import Dsn
+from hasql_core.errors import ConfigurationError, HasqlError
+
+__all__ = ["PsycopgAliasDriver", "PsycopgDriver", "PsycopgPoolTimeout"]
+
+Connection: TypeAlias = psycopg.AsyncConnection[Any]
+Pool: TypeAlias = psycopg_pool.AsyncConnectionPool[Connection]
+
+#: Pool options the driver sets itself; a user who passes them gets a ConfigurationError.
+RESERVED_POOL_OPTIONS = frozenset({"conninfo", "open"})
+
+#: How long a graceful :meth:`PsycopgDriver.close_pool` lets the pool's background workers finish
+#: their current job (connecting, resetting a returned connection) before they are cancelled.
+CLOSE_WORKERS_TIMEOUT = 1.0
+#: The same for :meth:`PsycopgDriver.terminate_pool` and for a failed or cancelled open.
+TERMINATE_WORKERS_TIMEOUT = 0.1
+#: Upper bound on waiting for cancelled background tasks (pool workers, an abandoned probe) to end.
+#: They end within a loop iteration or two; the bound only guards against a library change.
+TASK_END_TIMEOUT = 0.5
+
+#: Application name of monitor connections, unless the DSN names one.
+MONITOR_APPLICATION_NAME = "hasql-monitor"
+
+# SQLSTATEs. 57P01 admin_shutdown and 57P02 crash_shutdown end an established connection (server
+# shutdown, pg_terminate_backend(), a crashed sibling); 57P03 cannot_connect_now is the answer of a
+# server that is starting up, shutting down or in recovery without hot standby.
+_TERMINATED = frozenset({"57P01", "57P02"})
+_REFUSING = frozenset({"57P03"})
+_POOL_ERRORS = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg_pool.TooManyRequests)
+
+
+class PsycopgPoolTimeout(HasqlError, asyncio.TimeoutError):
+    """No connection could be taken from a psycopg pool in time.
+
+    Raised by :meth:`PsycopgDriver.acquire` in place of :class:`psycopg_pool.PoolTimeout`, which is
+    chained as ``__cause__``. Being an :class:`asyncio.TimeoutError`, the core reports it as its own
+    acquire timeout.
+    """
+
+
+class _PoolState:
+    """What the driver keeps per pool: handed-out connections, closing flag, background tasks."""
+
+    __slots__ = ("all_returned", "close_task", "closing", "handed_out", "pool", "workers")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool  # keeps id(pool) unique while the state is registered
+        self.handed_out: set[Connection] = set()
+        self.all_returned = asyncio.Event()
+        self.all_returned.set()
+        self.closing = False
+        self.workers: set[asyncio.Task[Any]] = set()
+        self.close_task: asyncio.Future[None] | None = None
+
+    def checked_out(self, connection: Connection) -> None:
+        self.handed_out.add(connection)
+        self.all_returned.clear()
+
+    def checked_in(self, connection: Connection) -> None:
+        self.handed_out.discard(connection)
+        if not self.handed_out:
+            self.all_returned.set()
+
+
+def _shutdown_socket(connection: Connection) -> bool:
+    """Shut the connection's socket down (both ways) without closing the file descriptor.
+
+    A task blocked on the socket wakes up at once and sees end-of-file, and libpq then drops the
+    connection itself; closing the descriptor under a waiting task instead would leave the event
+    loop watching a number the kernel may hand to the next socket. Needs no answer from the server.
+    Returns False when there was no socket left to shut down.
+    """
+    try:
+        fd = connection.pgconn.socket
+    except psycopg.Error:  # already closed
+        return False
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return False
+    return True
+
+
+def _finish(connection: Connection) -> None:
+    """Close a connection at once, on the client side only (sends no query, awaits nothing).
+
+    ``AsyncConnection.close()`` would hand a pool connection back to its pool when the pool was made
+    with ``close_returns=True``; finishing the libpq connection closes it in every case.
+    """
+    connection.pgconn.finish()
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Let ``task`` end on its own, retrieving its outcome so asyncio logs nothing about it."""
+    task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+
+
+def _close_if_connected(task: asyncio.Future[Connection]) -> None:
+    """Done-callback of an abandoned connect: close the connection if it was made after all."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    _finish(task.result())
+
+
+class PsycopgDriver(Driver[Pool, Connection, Connection]):
+    """hasql-core driver for psycopg 3 (``psycopg.AsyncConnection``, ``psycopg_pool``).
+
+    Pools are :class:`psycopg_pool.AsyncConnectionPool` built with the user's
+    ``pool_factory_kwargs`` passed through unchanged (``min_size``, ``max_size``, ``kwargs``,
+    ``configure``, ``reset``, ``check``, ``max_waiting``, ``timeout``, ...), so handed-out
+    connections behave exactly as the user configured them (not autocommit unless asked for).
+    Only ``conninfo`` and ``open`` are set by the driver; passing them raises
+    :class:`~hasql_core.errors.ConfigurationError`. A pool without a ``name`` is named after its
+    host, for psycopg_pool's log messages.
+
+    Every host's DSN is given to libpq with ``target_session_attrs=any``: the core picks the host,
+    so libpq must connect to whichever role the host has.
+
+    One instance serves one pool manager and keeps per-pool state (the handed-out connections);
+    it does no I/O outside the awaited methods.
+    """
+
+    name: ClassVar[str] = "psycopg3"
+
+    def __init__(self) -> None:
+        self._pools: dict[int, _PoolState] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def conninfo(dsn: Dsn, **overrides: str) -> str:
+        """The libpq connection string for ``dsn`` (with its password), with ``overrides`` applied.
+
+        ``target_session_attrs`` is always ``any``.
+        """
+        return make_conninfo(dsn.to_conninfo(), target_session_attrs="any", **overrides)
+
+    def _state(self, pool: Pool) -> _PoolState | None:
+        return self._pools.get(id(pool))
+
+    # -- pools ---------------------------------------------------------------------------------
+
+    def create_pool(self, dsn: Dsn, pool_options: Mapping[str, Any]) -> Pool:
+        """Build an unopened :class:`psycopg_pool.AsyncConnectionPool` for ``dsn``'s host.
+
+        Does no I/O and never modifies ``pool_options`` (it is copied; the only addition to the
+        copy is a default ``name``). Raises :class:`~hasql_core.errors.ConfigurationError` for the
+        reserved options ``conninfo`` and ``open``, and whatever psycopg_pool raises for an option
+        it does not know.
+        """
+        reserved = sorted(RESERVED_POOL_OPTIONS.intersection(pool_options))
+        if reserved:
+            raise ConfigurationError(
+                f"pool option(s) {', '.join(map(repr, reserved))} cannot be set for the psycopg3 "
+                "driver: the connection string comes from the DSN and the pool is opened by "
+                "hasql. Remove them from pool_factory_kwargs."
+            )
+        options = dict(pool_options)
+        options.setdefault("name", str(dsn.hosts[0]))
+        pool: Pool = psycopg_pool.AsyncConnectionPool(self.conninfo(dsn), open=False, **options)
+        self._pools[id(pool)] = _PoolState(pool)
+        return pool
+
+    async def open_pool(self, pool: Pool) -> None:
+        """Open ``pool`` and wait until it holds ``min_size`` connections.
+
+        Waits at most the pool's ``timeout`` option (psycopg_pool's default: 30 s); the core
+        normally cancels sooner, on its own deadline. On failure or cancellation the pool is
+        closed before the exception propagates: no connection stays open and none of
+        psycopg_pool's background tasks (workers, scheduler) keeps running.
+        """
+        state = self._state(pool)
+        before = asyncio.all_tasks()
+        try:
+            # open(wait=False) only starts the pool's tasks. They are told apart from every other
+            # task by being new and carrying the pool's name (psycopg_pool names them after it).
+            await pool.open(wait=False)
+            if state is not None:
+                prefix = f"{pool.name}-"
+                state.workers = {
+                    task
+                    for task in asyncio.all_tasks() - before
+                    if task.get_name().startswith(prefix)
+                }
+            await pool.wait(timeout=pool.timeout)
+        except BaseException:
+            await self._shut(pool, state, TERMINATE_WORKERS_TIMEOUT)
+            raise
+
+    async def acquire(self, pool: Pool, timeout: float | None, **kwargs: Any) -> Connection:
+        """Take a connection from ``pool`` (``pool.getconn``); the caller must :meth:`release` it.
+
+        ``timeout`` bounds the wait; ``None`` leaves it to the pool's ``timeout`` option. When it
+        passes, :class:`PsycopgPoolTimeout` (an :class:`asyncio.TimeoutError`) is raised with
+        psycopg_pool's ``PoolTimeout`` as its cause. ``kwargs`` go to ``getconn`` as given.
+        Raises :class:`psycopg_pool.PoolClosed` once :meth:`close_pool` or :meth:`terminate_pool`
+        began. Cancellation-safe: psycopg_pool (>= 3.3.1) gives back a connection it had assigned
+        to a cancelled ``getconn``, and the connection is recorded as handed out in the same step
+        that returns it.
+        """
+        state = self._state(pool)
+        if state is not None and state.closing:
+            raise psycopg_pool.PoolClosed(f"the pool {pool.name!r} is closing")
+        try:
+            connection = await pool.getconn(timeout=timeout, **kwargs)
+        except psycopg_pool.PoolTimeout as exc:
+            raise PsycopgPoolTimeout(f"pool {pool.name!r}: {exc}") from exc
+        if state is not None:
+            state.checked_out(connection)
+        return connection
+
+    async def release(self, pool: Pool, connection: Connection, **kwargs: Any) -> None:
+        """Give ``connection`` back to ``pool`` (``pool.putconn``).
+
+        psycopg_pool rolls back an open transaction (and runs the ``reset`` callback, if any);
+        a closed or broken connection is discarded and replaced. ``kwargs`` go to ``putconn``.
+        """
+        state = self._state(pool)
+        if state is not None:
+            state.checked_in(connection)
+        await pool.putconn(connection, **kwargs)
+
+    async def close_pool(self, pool: Pool) -> None:
+        """Close ``pool`` gracefully.
+
+        New acquires fail at once with :class:`psycopg_pool.PoolClosed`; then this waits, without
+        a limit of its own (the core bounds it), until every handed-out connection was released,
+        and closes the pool and its idle connections. Background workers get
+        :data:`CLOSE_WORKERS_TIMEOUT` to finish their current job before they are cancelled.
+        Cancelling this call leaves the pool to :meth:`terminate_pool`.
+        """
+        state = self._state(pool)
+        if state is not None:
+            state.closing = True
+            await state.all_returned.wait()
+        await self._shut(pool, state, CLOSE_WORKERS_TIMEOUT)
+
+    async def terminate_pool(self, pool: Pool) -> None:
+        """Close ``pool`` and all of its connections at once, handed-out ones included.
+
+        A handed-out connection's socket is shut down first, so a query running on it fails at
+        once (``OperationalError``); the connection is then closed. Releasing it later is allowed
+        and does nothing more. Nothing here waits on the server.
+        """
+        state = self._state(pool)
+        if state is not None:
+            state.closing = True
+            connections = list(state.handed_out)
+            state.handed_out.clear()
+            state.all_returned.set()
+            if sum(_shutdown_socket(conn) for conn in connections):
+                # Let tasks blocked on those sockets see end-of-file and stop watching them.
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            for conn in connections:
+                _finish(conn)
+        await self._shut(pool, state, TERMINATE_WORKERS_TIMEOUT)
+
+    async def _shut(self, pool: Pool, state: _PoolState | None, workers_timeout: float) -> None:
+        """Close ``pool`` (once, shielded from cancellation) and make sure its tasks are gone.
+
+        psycopg_pool's ``close()`` takes the idle connections out of the pool, waits up to
+        ``workers_timeout`` for its tasks, then closes those connections: cancelled half-way it
+        would leave them open, hence the shield. Tasks still busy afterwards (a worker connecting
+        to a hung host) are cancelled; psycopg_pool's workers absorb that and stop.
+        """
+        if state is None:
+            await pool.close(timeout=workers_timeout)
+            return
+        if state.close_task is None:
+            state.close_task = asyncio.ensure_future(pool.close(timeout=workers_timeout))
+            _forget(state.close_task)
+        await asyncio.shield(state.close_task)
+        busy = [task for task in state.workers if not task.done()]
+        for task in busy:
+            task.cancel()
+        if busy:
+            await asyncio.wait(busy, timeout=TASK_END_TIMEOUT)
+        state.workers.clear()
+        self._pools.pop(id(pool), None)
+
+    async def expire_idle(self, pool: Pool) -> None:
+        """Close the pool's idle connections and open new ones (``pool.drain()``).
+
+        Connections handed out now are closed when they are released instead of going back to
+        the pool. Used when the host stops being the primary, so no connection opened while it
+        was writable is handed out again. Does nothing on a closed pool.
+        """
+        if pool.closed:
+            return
+        await pool.drain()
+
+    def pool_stats(self, pool: Pool) -> PoolStats:
+        """The pool's size figures, from ``pool.get_stats()`` and the driver's own count.
+
+        ``min``/``max`` are the pool's bounds, ``size`` psycopg_pool's ``pool_size`` (connections
+        open, plus ones being opened or returned), ``idle`` its ``pool_available`` and ``in_use``
+        the connections this driver handed out and did not take back yet. At rest ``size`` is
+        ``idle + in_use``. No I/O.
+        """
+        stats = pool.get_stats()
+        size = stats["pool_size"]
+        idle = stats["pool_available"]
+        state = self._state(pool)
+        in_use = len(state.handed_out) if state is not None else max(size - idle, 0)
+        return PoolStats(
+            min=stats["pool_min"], max=stats["pool_max"], size=size, idle=idle, in_use=in_use
+        )
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def is_connection_closed(self, connection: Connection) -> bool:
+        """True when ``connection`` is closed, by the client or because it broke."""
+        return connection.closed
+
+    def classify_error(self, error: BaseException) -> ErrorKind:
+        """Say what kind of failure ``error`` is (its explicit ``__cause__`` chain is followed).
+
+        - ``READ_ONLY``: SQLSTATE 25006 (a write on a standby or in a read-only transaction).
+        - ``UNAVAILABLE``: SQLSTATE 57P03, a server refusing connections while starting up or
+          shutting down.
+        - ``CONNECTION_LOST``: the connection broke or could not be made: an ``OperationalError``
+          without SQLSTATE or of class 08, SQLSTATE 57P01/57P02 (the server ended the session:
+          shutdown, ``pg_terminate_backend()``, crash), an ``OSError``.
+        - ``OTHER``: everything else, including psycopg_pool's own errors and timeouts.
+        """
+        seen = 0
+        current: BaseException | None = error
+        while current is not None and seen < 8:
+            kind = self._classify_one(current)
+            if kind is not ErrorKind.OTHER:
+                return kind
+            current = current.__cause__
+            seen += 1
+        return ErrorKind.OTHER
+
+    @staticmethod
+    def _classify_one(error: BaseException) -> ErrorKind:
+        if isinstance(error, (*_POOL_ERRORS, asyncio.TimeoutError, TimeoutError)):
+            return ErrorKind.OTHER
+        if isinstance(error, pg_errors.ReadOnlySqlTransaction):
+            return ErrorKind.READ_ONLY
+        if isinstance(error, psycopg.Error):
+            sqlstate = error.sqlstate
+            if sqlstate in _REFUSING:
+                return ErrorKind.UNAVAILABLE
+            if sqlstate in _TERMINATED:
+                return ErrorKind.CONNECTION_LOST
+            if isinstance(error, psycopg.OperationalError) and (
+                sqlstate is None or sqlstate.startswith("08")
+            ):
+                return ErrorKind.CONNECTION_LOST
+            return ErrorKind.OTHER
+        if isinstance(error, OSError):
+            return ErrorKind.CONNECTION_LOST
+        return ErrorKind.OTHER
+
+    # -- the monitor connection ----------------------------------------------------------------
+
+    async def connect_monitor(self, dsn: Dsn, timeout: float) -> Connection:
+        """Open an autocommit ``AsyncConnection`` to ``dsn``'s host, within ``timeout`` seconds.
+
+        Autocommit is what keeps every probe on a fresh snapshot: in a transaction begun during
+        recovery, ``transaction_read_only`` stays on after a promotion. The connection's
+        ``application_name`` is :data:`MONITOR_APPLICATION_NAME` unless the DSN sets one. On
+        timeout raises :class:`asyncio.TimeoutError`; a connection completed after that is closed.
+        """
+        overrides = {"connect_timeout": str(max(2, math.ceil(timeout)))}
+        if "application_name" not in dsn.options():
+            overrides["application_name"] = MONITOR_APPLICATION_NAME
+        connect = asyncio.ensure_future(
+            psycopg.AsyncConnection.connect(self.conninfo(dsn, **overrides), autocommit=True)
+        )
+        try:
+            done, _ = await asyncio.wait({connect}, timeout=timeout)
+        except BaseException:
+            connect.cancel()
+            connect.add_done_callback(_close_if_connected)
+            raise
+        if not done:
+            connect.cancel()
+            connect.add_done_callback(_close_if_connected)
+            raise asyncio.TimeoutError(
+                f"connecting to {dsn.hosts[0]} took longer than {timeout:g} s"
+            )
+        return connect.result()
+
+    async def probe(self, connection: Connection, query: str) -> Sequence[Any]:
+        """Run ``query`` on the monitor connection; return its first row as a tuple.
+
+        Cancellation returns at once even when the server is hung: the query runs in a child task,
+        and a cancelled probe shuts the connection's socket down (so the child ends with an error
+        within a loop iteration) instead of letting psycopg try to cancel the query on the server
+        first. The connection is unusable afterwards; the core closes it.
+        """
+        task = asyncio.ensure_future(self._fetch_row(connection, query))
+        _forget(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                _shutdown_socket(connection)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({task}, timeout=TASK_END_TIMEOUT)
+            raise
+
+    @staticmethod
+    async def _fetch_row(connection: Connection, query: str) -> tuple[Any, ...]:
+        cursor = await connection.execute(query)
+        row = await cursor.fetchone()
+        if row is None:
+            raise psycopg.ProgrammingError("the probe query returned no row")
+        return tuple(row)
+
+    async def close_monitor(self, connection: Connection) -> None:
+        """Close a monitor connection on the client side; never waits for the server.
+
+        libpq sends the server a termination message if the socket takes it at once, and closes
+        the socket; nothing is awaited.
+        """
+        await connection.close()
+
+
+class PsycopgAliasDriver(PsycopgDriver):
+    """The same driver under the name ``psycopg``."""
+
+    name: ClassVar[str] = "psycopg"

@@ -1,0 +1,1 @@
+"""Test helpers for hasql-core: a real local PostgreSQL HA cluster, fault proxy, pytest fixtures."""

@@ -46,7 +46,14 @@ def core(session: nox.Session) -> None:
     """Core tests, in an environment with no driver plugin installed."""
     session.install(".[testing]", *TEST_TOOLS)
     session.install("./tests/fixture_packages/hasql-policy-example")
-    _pytest(session, "core", "tests")
+    _pytest(session, "core", "tests", "--ignore=tests/cli")
+
+
+@nox.session
+def cli(session: nox.Session) -> None:
+    """Tests of the ``hasql`` command (status, watch, demo) against real clusters, via asyncpg."""
+    session.install(".[testing,cli]", "./plugins/hasql-asyncpg", *TEST_TOOLS)
+    _pytest(session, "cli", "tests/cli", "-p", "no:cacheprovider")
 
 
 @nox.session
@@ -68,6 +75,7 @@ def plugin(session: nox.Session, env: str) -> None:
 def tests(session: nox.Session) -> None:
     """The whole suite: core, then every plugin environment, each in its own venv."""
     session.notify("core")
+    session.notify("cli")
     for env in PLUGIN_ENVS:
         session.notify(f"plugin(env='{env}')")
 

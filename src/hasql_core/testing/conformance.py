@@ -289,8 +289,8 @@ async def test_write_failure_on_demoted_host_reprobes_at_once(
     pm = await conformance_manager(refresh_delay=120.0)
     old, new, other = cluster.nodes
     await _to_thread(cluster.promote, new)
-    await _to_thread(cluster.rejoin, old, new)  # the old primary is now a standby of the new one
     await _to_thread(cluster.repoint, other, new)
+    await _to_thread(cluster.rejoin, old, new)  # the old primary is now a standby of the new one
     with contextlib.suppress(Exception):  # fails: the view still says old is primary
         await _write(pm, conformance_sql, "to-the-old-primary")
     assert await _write(pm, conformance_sql, "to-the-new-primary", timeout=10) == new.port

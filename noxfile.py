@@ -84,9 +84,14 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, mypy --strict over the core and every plugin."""
     session.install(
-        "ruff>=0.6", "mypy>=1.11", ".[testing,cli]", *TEST_TOOLS,
+        "ruff>=0.6",
+        "mypy>=1.11",
+        ".[testing,cli]",
+        *TEST_TOOLS,
         *(f"./plugins/{folder}" for folder, _ in {v[0]: v for v in PLUGIN_ENVS.values()}.values()),
-        "asyncpg", "psycopg[binary]", "psycopg-pool",
+        "asyncpg",
+        "psycopg[binary]",
+        "psycopg-pool",
     )
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -103,5 +108,7 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against the raw drivers and hasql 0.10, measured in one run."""
-    session.install(".[testing]", "./plugins/hasql-asyncpg", "./plugins/hasql-psycopg3", "hasql==0.10.0")
+    session.install(
+        ".[testing]", "./plugins/hasql-asyncpg", "./plugins/hasql-psycopg3", "hasql==0.10.0"
+    )
     session.run("python", "bench/run.py", *session.posargs)

@@ -30,8 +30,15 @@ def _ensure_env() -> Path:
     print(f"noxw: creating {ENV_DIR} with {', '.join(REQUIREMENTS)}", file=sys.stderr)
     venv.EnvBuilder(with_pip=True, clear=True).create(ENV_DIR)
     subprocess.run(
-        [str(_env_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         *REQUIREMENTS],
+        [
+            str(_env_python()),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *REQUIREMENTS,
+        ],
         check=True,
     )
     marker.write_text(wanted)
@@ -43,8 +50,9 @@ def main() -> int:
     env = dict(os.environ)
     # nox finds uv (its fast venv backend) on PATH.
     env["PATH"] = f"{ENV_DIR / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.call([str(python), "-m", "nox", "-f", str(HERE / "noxfile.py"), *sys.argv[1:]],
-                           env=env)
+    return subprocess.call(
+        [str(python), "-m", "nox", "-f", str(HERE / "noxfile.py"), *sys.argv[1:]], env=env
+    )
 
 
 if __name__ == "__main__":

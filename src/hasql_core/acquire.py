@@ -14,7 +14,15 @@ if TYPE_CHECKING:
 class AcquireRequest:
     """What one acquire asks for. ``entry`` set means "from this host's pool", whatever its role."""
 
-    __slots__ = ("entry", "fallback_master", "kwargs", "lag_limit", "read_only", "timeout", "weight")
+    __slots__ = (
+        "entry",
+        "fallback_master",
+        "kwargs",
+        "lag_limit",
+        "read_only",
+        "timeout",
+        "weight",
+    )
 
     def __init__(
         self,

@@ -113,7 +113,7 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
     async def terminate_pool(self, pool: PoolT) -> None:
         """Close ``pool`` and every one of its connections at once, including handed-out ones."""
 
-    async def expire_idle(self, pool: PoolT) -> None:  # noqa: B027 - optional hook, no-op by default
+    async def expire_idle(self, pool: PoolT) -> None:
         """Make sure idle pooled connections are not handed out again (they are closed or replaced).
 
         Called when a host stops being the primary, so that connections opened while it was writable

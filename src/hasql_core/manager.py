@@ -160,7 +160,9 @@ class PoolManager:
         self._settings = MonitorSettings(
             refresh_delay=self._refresh_delay,
             refresh_timeout=self._refresh_timeout,
-            fast_delay=min(_positive(fast_refresh_delay, "fast_refresh_delay"), self._refresh_delay),
+            fast_delay=min(
+                _positive(fast_refresh_delay, "fast_refresh_delay"), self._refresh_delay
+            ),
         )
         self._entries = tuple(
             HostEntry(host_dsn, self._driver, stopwatch_window_size) for host_dsn in self._dsn
@@ -253,10 +255,15 @@ class PoolManager:
             if self._handed_out:
                 log.warning(
                     "closing with %d connection(s) still handed out after %gs; terminating them",
-                    len(self._handed_out), limit,
+                    len(self._handed_out),
+                    limit,
                 )
-        await asyncio.gather(*(self._close_pool(e, graceful=not self._handed_out, limit=limit)
-                               for e in self._entries))
+        await asyncio.gather(
+            *(
+                self._close_pool(e, graceful=not self._handed_out, limit=limit)
+                for e in self._entries
+            )
+        )
         self._closed = True
 
     async def terminate(self) -> None:
@@ -278,8 +285,11 @@ class PoolManager:
             else:
                 await asyncio.wait_for(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
         except Exception as error:
-            log.warning("closing the pool of %s failed (%r); terminating it", entry.state.name,
-                        type(error).__name__)
+            log.warning(
+                "closing the pool of %s failed (%r); terminating it",
+                entry.state.name,
+                type(error).__name__,
+            )
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
         self._emit("pool_closed", host=entry.state)
@@ -288,11 +298,18 @@ class PoolManager:
 
     def _emit(self, event: str, **kwargs: Any) -> None:
         if event == "host_state_changed":
-            log.info("host %s: %s -> %s", kwargs["new"].name, kwargs["old"].describe(),
-                     kwargs["new"].describe())
+            log.info(
+                "host %s: %s -> %s",
+                kwargs["new"].name,
+                kwargs["old"].describe(),
+                kwargs["new"].describe(),
+            )
         elif event == "split_brain":
-            log.warning("split brain: %d hosts claim to be primary: %s",
-                        len(kwargs["primaries"]), "; ".join(s.describe() for s in kwargs["primaries"]))
+            log.warning(
+                "split brain: %d hosts claim to be primary: %s",
+                len(kwargs["primaries"]),
+                "; ".join(s.describe() for s in kwargs["primaries"]),
+            )
         if event == "pool_created":
             self._entry_by_pool = {id(e.pool): e for e in self._entries if e.pool is not None}
         if self._observers is None:
@@ -386,7 +403,11 @@ class PoolManager:
         topology = self._topology
         if request.entry is not None:
             entry = request.entry
-            return entry if entry.pool is not None and (not excluded or entry not in excluded) else None
+            return (
+                entry
+                if entry.pool is not None and (not excluded or entry not in excluded)
+                else None
+            )
         primary = topology.writable
         if excluded and primary in excluded:
             primary = None
@@ -401,8 +422,10 @@ class PoolManager:
         candidates: Sequence[HostEntry] = topology.standbys_within(request.lag_limit)
         if excluded:
             candidates = [e for e in candidates if e not in excluded]
-        if primary is not None and request.weight > 0.0 and (
-            request.weight >= 1.0 or random.random() < request.weight
+        if (
+            primary is not None
+            and request.weight > 0.0
+            and (request.weight >= 1.0 or random.random() < request.weight)
         ):
             candidates = [*candidates, primary]
         if not candidates:
@@ -519,8 +542,11 @@ class PoolManager:
         if kind in _HOST_FAILURES:
             entry = item[1]
             entry.count_error(kind.value)
-            log.info("host %s failed under a handed-out connection (%s); re-probing",
-                     entry.state.name, kind.value)
+            log.info(
+                "host %s failed under a handed-out connection (%s); re-probing",
+                entry.state.name,
+                kind.value,
+            )
             self._monitors[self._entries.index(entry)].wake()
 
     # -- waiting for hosts ---------------------------------------------------------------------------
@@ -585,14 +611,16 @@ class PoolManager:
     async def wait_masters_ready(self, masters_count: int, timeout: float | None = None) -> None:
         """Wait until at least ``masters_count`` primaries are usable."""
         await self._wait_until(
-            lambda: self.master_pool_count >= masters_count, timeout,
+            lambda: self.master_pool_count >= masters_count,
+            timeout,
             f"{masters_count} primary(ies)",
         )
 
     async def wait_replicas_ready(self, replicas_count: int, timeout: float | None = None) -> None:
         """Wait until at least ``replicas_count`` replicas are usable."""
         await self._wait_until(
-            lambda: self.replica_pool_count >= replicas_count, timeout,
+            lambda: self.replica_pool_count >= replicas_count,
+            timeout,
             f"{replicas_count} replica(s)",
         )
 
@@ -657,12 +685,18 @@ class PoolManager:
         """True when ``pool`` belongs to a usable replica."""
         return any(e.pool is pool for e in self._topology.standbys)
 
-    def acquire_from_pool(self, pool: Any, timeout: float | None = None, **kwargs: Any) -> AcquireContext:
+    def acquire_from_pool(
+        self, pool: Any, timeout: float | None = None, **kwargs: Any
+    ) -> AcquireContext:
         """Acquire from one specific pool of this manager, whatever its host's role."""
         request = AcquireRequest(
-            read_only=False, fallback_master=False, weight=0.0, lag_limit=None,
+            read_only=False,
+            fallback_master=False,
+            weight=0.0,
+            lag_limit=None,
             timeout=self._acquire_timeout if timeout is None else _positive(timeout, "timeout"),
-            kwargs=kwargs, entry=self._entry_of(pool),
+            kwargs=kwargs,
+            entry=self._entry_of(pool),
         )
         return AcquireContext(self, request)
 
@@ -704,11 +738,26 @@ class PoolManager:
         drivers = []
         for entry in self._entries:
             stats = entry.pool_stats()
-            hosts.append(HostMetrics(entry.state, stats, entry.response_time, entry.acquire_count,
-                                     entry.acquire_time, dict(entry.errors)))
+            hosts.append(
+                HostMetrics(
+                    entry.state,
+                    stats,
+                    entry.response_time,
+                    entry.acquire_count,
+                    entry.acquire_time,
+                    dict(entry.errors),
+                )
+            )
             if entry.pool is not None:
-                drivers.append(DriverMetrics(max=stats.max, min=stats.min, idle=stats.idle,
-                                             used=stats.in_use, host=entry.state.name))
+                drivers.append(
+                    DriverMetrics(
+                        max=stats.max,
+                        min=stats.min,
+                        idle=stats.idle,
+                        used=stats.in_use,
+                        host=entry.state.name,
+                    )
+                )
         handed_out: dict[str, int] = {}
         for _, entry in self._handed_out.values():
             handed_out[entry.state.name] = handed_out.get(entry.state.name, 0) + 1

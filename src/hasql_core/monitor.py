@@ -97,7 +97,9 @@ class HostMonitor:
                 await self.check_once()
                 if not self._probe_again:
                     fast = self._is_fast()
-                    await self._sleep(self._settings.fast_delay if fast else self._settings.refresh_delay)
+                    await self._sleep(
+                        self._settings.fast_delay if fast else self._settings.refresh_delay
+                    )
         finally:
             for task in self._background:
                 task.cancel()
@@ -170,7 +172,9 @@ class HostMonitor:
         entry = self.entry
         pool = self._driver.create_pool(entry.dsn, self._pool_options)
         try:
-            await bounded(self._driver.open_pool(pool), self._settings.refresh_timeout, "opening the pool")
+            await bounded(
+                self._driver.open_pool(pool), self._settings.refresh_timeout, "opening the pool"
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT)
@@ -182,8 +186,9 @@ class HostMonitor:
     def _expire_idle(self) -> None:
         """The host stopped being primary: its idle connections must not be handed out for writes."""
         if self.entry.pool is not None:
-            log.warning("host %s is no longer primary; expiring its idle connections",
-                        self.entry.state.name)
+            log.warning(
+                "host %s is no longer primary; expiring its idle connections", self.entry.state.name
+            )
             task = asyncio.ensure_future(self._driver.expire_idle(self.entry.pool))
             self._background.add(task)
             task.add_done_callback(self._background.discard)

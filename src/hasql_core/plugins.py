@@ -189,8 +189,9 @@ def resolve(kind: _Kind, name: str) -> type[Any]:
             "uninstall one of them."
         )
     if named:
-        found = _pick(kind, name, _provided_by(load_entry_point(named[0]),
-                                               _dist_label(named[0]), kind.call))
+        found = _pick(
+            kind, name, _provided_by(load_entry_point(named[0]), _dist_label(named[0]), kind.call)
+        )
         if found is not None:
             return found.cls
     provided, errors = _scan_all(kind)
@@ -226,14 +227,18 @@ def _instantiate(kind: _Kind, value: Any, make: Callable[[type[Any]], T]) -> T:
     )
 
 
-def make_driver(value: str | type[Driver[Any, Any, Any]] | Driver[Any, Any, Any]) -> Driver[Any, Any, Any]:
+def make_driver(
+    value: str | type[Driver[Any, Any, Any]] | Driver[Any, Any, Any],
+) -> Driver[Any, Any, Any]:
     """A driver instance from a name, a :class:`Driver` subclass or an instance (used as is)."""
-    return _instantiate(DRIVERS, value, lambda cls: cls())
+    driver: Driver[Any, Any, Any] = _instantiate(DRIVERS, value, lambda cls: cls())
+    return driver
 
 
 def make_policy(value: str | type[BalancerPolicy] | BalancerPolicy) -> BalancerPolicy:
     """A balancer policy instance from a name, a :class:`BalancerPolicy` subclass or an instance."""
-    return _instantiate(POLICIES, value, lambda cls: cls())
+    policy: BalancerPolicy = _instantiate(POLICIES, value, lambda cls: cls())
+    return policy
 
 
 def make_observer_manager(observers: Sequence[object | str]) -> pluggy.PluginManager | None:

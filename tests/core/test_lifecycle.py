@@ -233,15 +233,23 @@ async def test_reprs_and_errors_hide_the_password(cluster, make_manager, caplog)
     await pm.ready(masters_count=1, replicas_count=0, timeout=5)
     with pytest.raises(asyncio.TimeoutError) as info:
         await pm.acquire_replica(master_as_replica_weight=0.0, timeout=0.2)
-    seen = [repr(pm), str(pm.dsn), repr(pm.dsn), str(info.value), repr(pm.metrics()),
-            repr(pm.host_states()), caplog.text]
+    seen = [
+        repr(pm),
+        str(pm.dsn),
+        repr(pm.dsn),
+        str(info.value),
+        repr(pm.metrics()),
+        repr(pm.host_states()),
+        caplog.text,
+    ]
     assert cluster.password not in "\n".join(seen)
     assert "db1:5432" in str(info.value)
 
 
 def test_unclosed_manager_does_not_hang_interpreter_exit(tmp_path):
     script = tmp_path / "unclosed.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import asyncio
         from hasql_core import PoolManager
         from hasql_core.testing.fake_driver import FakeCluster, FakeDriver
@@ -255,8 +263,10 @@ def test_unclosed_manager_does_not_hang_interpreter_exit(tmp_path):
             print("done", flush=True)
 
         asyncio.run(main())
-    """))
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=30)
+    """)
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"

@@ -20,8 +20,8 @@ from hasql_core import (
     PoolManager,
     UnknownPluginError,
     hookimpl,
+    plugins,
 )
-from hasql_core import plugins
 from hasql_core.policies import GreedyPolicy, RoundRobinPolicy
 from hasql_core.testing.fake_driver import FakeCluster, FakeDriver
 
@@ -90,7 +90,9 @@ def test_two_plugins_claiming_one_name_are_reported():
             return [OtherGreedy]
 
     provided = plugins._provided_by(Impostor(), "impostor-dist 0.1", plugins.POLICIES.call)
-    provided += plugins._provided_by(plugins.policies, plugins.BUILTIN_SOURCE, plugins.POLICIES.call)
+    provided += plugins._provided_by(
+        plugins.policies, plugins.BUILTIN_SOURCE, plugins.POLICIES.call
+    )
     with pytest.raises(PluginConflictError) as info:
         plugins._pick(plugins.POLICIES, "greedy", provided)
     assert "impostor-dist 0.1" in str(info.value) and "hasql-core (built in)" in str(info.value)
@@ -142,8 +144,9 @@ async def test_observers_by_object_and_by_entry_point_name():
 
     cluster = FakeCluster(2)
     observer.EVENTS.clear()
-    pm = PoolManager(cluster.dsn, driver=FakeDriver(cluster), observers=[Recorder(), "example_observer"],
-                     **FAST)
+    pm = PoolManager(
+        cluster.dsn, driver=FakeDriver(cluster), observers=[Recorder(), "example_observer"], **FAST
+    )
     try:
         await pm.ready(masters_count=1, replicas_count=1, timeout=5)
         assert "db0:5432 unknown->primary" in seen and "pool db1:5432" in seen

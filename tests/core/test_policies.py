@@ -58,7 +58,10 @@ def test_random_weighted_follows_inverse_response_time():
 
 
 def test_random_weighted_gives_unknown_hosts_the_mean_weight():
-    hosts = [Host("a", response_time=0.001), Host("b", response_time=0.001),
-             Host("new", response_time=None)]
+    hosts = [
+        Host("a", response_time=0.001),
+        Host("b", response_time=0.001),
+        Host("new", response_time=None),
+    ]
     counts = picks(RandomWeightedPolicy(), hosts, 9000)
     assert counts["new"] / 9000 == pytest.approx(1 / 3, abs=0.03)

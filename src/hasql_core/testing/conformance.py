@@ -237,8 +237,11 @@ async def test_frozen_replica_stops_getting_reads(
     pm = await conformance_manager()
     frozen = cluster.nodes[2]
     await _to_thread(cluster.freeze, frozen)
-    await _until(lambda: pm.host_states()[2].role is Role.UNAVAILABLE,
-                 REFRESH_DELAY + REFRESH_TIMEOUT + SLACK, "frozen replica marked unavailable")
+    await _until(
+        lambda: pm.host_states()[2].role is Role.UNAVAILABLE,
+        REFRESH_DELAY + REFRESH_TIMEOUT + SLACK,
+        "frozen replica marked unavailable",
+    )
     reads = {await _port_of(pm, conformance_sql, read_only=True) for _ in range(20)}
     assert reads == {cluster.nodes[1].port}
     await _to_thread(cluster.thaw, frozen)
@@ -352,8 +355,9 @@ async def test_close_and_terminate_with_connections_out(
     held = [await pm2.acquire_master(), await pm2.acquire_replica()]
     await pm2.terminate()
     assert all(pm2.is_connection_closed(c) for c in held)
-    await _until(lambda: sum(_backends(cluster, n) for n in cluster.nodes) == 0, 10,
-                 "every backend gone")
+    await _until(
+        lambda: sum(_backends(cluster, n) for n in cluster.nodes) == 0, 10, "every backend gone"
+    )
 
 
 async def test_cancelled_acquires_leak_nothing(
@@ -377,6 +381,10 @@ async def test_cancelled_acquires_leak_nothing(
         await asyncio.gather(*tasks, return_exceptions=True)
     stats = [m.pool for m in pm.metrics().hosts]
     assert all(s.in_use == 0 for s in stats), stats
-    for node, s in zip(cluster.nodes, stats):
-        await _until(lambda node=node, s=s: _backends(cluster, node) == s.size + 1, 5,
-                     f"{node.name}: backends = pool size + monitor")
+    for node, s in zip(cluster.nodes, stats, strict=True):
+        expected = s.size + 1  # the pool's connections and the monitor's
+
+        def settled(node: Any = node, expected: int = expected) -> bool:
+            return _backends(cluster, node) == expected
+
+        await _until(settled, 5, f"{node.name}: backends = pool size + monitor")

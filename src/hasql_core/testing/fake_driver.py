@@ -301,7 +301,7 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
 
     async def close_pool(self, pool: FakePool) -> None:
         """Wait for handed-out connections to come back, then close everything."""
-        while pool.in_use:
+        while pool.in_use:  # noqa: ASYNC110 - simple polling is good enough for a test double
             await asyncio.sleep(0.01)
         pool.close_all(include_in_use=False)
 

@@ -33,6 +33,9 @@ class Candidate(Protocol):
     def pool_stats(self) -> PoolStats:
         """The pool's current size figures (cheap, no I/O)."""
 
+    def free_size(self) -> int:
+        """``pool_stats().free``, possibly computed more cheaply."""
+
 
 class BalancerPolicy(abc.ABC):
     """Base class of balancer policies. One instance serves one pool manager.

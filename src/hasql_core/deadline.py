@@ -9,8 +9,9 @@ just dropped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Coroutine, Generator
+from functools import partial
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -54,3 +55,45 @@ async def await_until(awaitable: Awaitable[T], deadline: float) -> T:
     if expiry.fired:  # finished anyway (the cancel was swallowed below us): keep the result
         _withdraw_cancel(task)
     return result
+
+
+class _Resumed:
+    """Awaitable that carries on a coroutine already advanced to its first suspension point."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, pending = self._coro, self._first
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as error:  # cancellation and the like go to the coroutine
+                step = partial(coro.throw, error)
+            else:
+                step = partial(coro.send, sent)
+            try:
+                pending = step()
+            except StopIteration as stop:
+                return stop.value
+
+
+async def run_until(coro: Coroutine[Any, Any, T], deadline: float) -> T:
+    """Like :func:`await_until`, but arms no timer when ``coro`` finishes without waiting.
+
+    ``coro`` is run by hand up to its first suspension. When it completes right away (an idle pooled
+    connection was free) its result is returned at the cost of one call; only when it really has to
+    wait is the rest of it awaited under the deadline.
+    """
+    try:
+        first = coro.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    return await await_until(_Resumed(coro, first), deadline)

@@ -124,6 +124,14 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
     def pool_stats(self, pool: PoolT) -> PoolStats:
         """Return the pool's size figures (see :class:`PoolStats`). Must be cheap and do no I/O."""
 
+    def free_size(self, pool: PoolT) -> int:
+        """``pool_stats(pool).free``: acquires the pool can serve right now without waiting.
+
+        Called by the greedy policy on the acquire path; drivers may override it with something
+        cheaper than building a :class:`PoolStats`.
+        """
+        return self.pool_stats(pool).free
+
     # -- connections ---------------------------------------------------------------------------------
 
     @abc.abstractmethod

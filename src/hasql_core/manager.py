@@ -17,7 +17,7 @@ import pluggy
 from . import plugins
 from .acquire import AcquireContext, AcquireRequest
 from .balancer import BalancerPolicy
-from .deadline import await_until
+from .deadline import run_until
 from .driver import Driver, ErrorKind
 from .dsn import Dsn, split_dsn
 from .errors import (
@@ -458,7 +458,7 @@ class PoolManager:
                     excluded = None  # hosts that failed under us have been re-probed meanwhile
                     continue
                 try:
-                    connection = await await_until(
+                    connection = await run_until(
                         self._driver.acquire(entry.pool, deadline - loop.time(), **request.kwargs),
                         deadline,
                     )

@@ -25,7 +25,7 @@ class GreedyPolicy(BalancerPolicy):
         best: list[Candidate] = []
         best_free = -1
         for candidate in candidates:
-            free = candidate.pool_stats().free
+            free = candidate.free_size()
             if free > best_free:
                 best, best_free = [candidate], free
             elif free == best_free:

@@ -64,6 +64,10 @@ class HostEntry:
             return PoolStats(0, 0, 0, 0, 0)
         return self._driver.pool_stats(self.pool)
 
+    def free_size(self) -> int:
+        """Acquires the pool can serve now without waiting; 0 while the pool is not open."""
+        return 0 if self.pool is None else self._driver.free_size(self.pool)
+
     def record_rtt(self, rtt: float) -> None:
         """Add one probe round-trip time to the stopwatch window."""
         self._rtts.append(rtt)

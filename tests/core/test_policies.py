@@ -23,6 +23,9 @@ class Host:
     def state(self) -> HostState:
         return HostState(host=self.name, port=5432)
 
+    def free_size(self) -> int:
+        return self.pool_stats().free
+
     def pool_stats(self) -> PoolStats:
         return PoolStats(min=0, max=10, size=10 - self.free, idle=0, in_use=10 - self.free)
 

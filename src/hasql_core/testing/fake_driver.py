@@ -319,6 +319,10 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
         """Figures with the contract's meaning."""
         return PoolStats(pool.min_size, pool.max_size, pool.size, len(pool.idle), len(pool.in_use))
 
+    def free_size(self, pool: FakePool) -> int:
+        """Idle connections plus unopened capacity."""
+        return len(pool.idle) + pool.max_size - pool.size
+
     def is_connection_closed(self, connection: FakeConnection) -> bool:
         """True once closed."""
         return connection.closed

@@ -483,20 +483,34 @@ class LocalCluster:
     def wait_streaming(
         self, replica: NodeRef, upstream: NodeRef | None = None, timeout: float | None = None
     ) -> None:
-        """Wait until ``upstream`` (default: the replica's upstream) shows ``replica`` streaming."""
+        """Wait until ``replica`` streams ``upstream``'s current timeline from ``upstream``.
+
+        ``upstream`` defaults to the replica's upstream. Both sides must agree: the upstream lists
+        the replica as streaming, and the replica's WAL receiver is connected to the upstream's
+        port on the upstream's timeline (right after a promotion, a replica briefly streams the
+        old timeline before switching).
+        """
         target = self.node(replica)
         source = self.node(upstream) if upstream is not None else target.upstream
         if source is None:
             raise ClusterError(f"{target._describe()} has no upstream to stream from")
-        sql = (
-            "SELECT 1 FROM pg_stat_replication WHERE state = 'streaming' "
-            f"AND application_name = {_pgconf.quote_literal(target.name)}"
+        on_source = (
+            "SELECT CASE WHEN pg_is_in_recovery() "
+            "THEN (SELECT received_tli FROM pg_stat_wal_receiver) "
+            "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
+            "EXISTS (SELECT 1 FROM pg_stat_replication WHERE state = 'streaming' "
+            f"AND application_name = {_pgconf.quote_literal(target.name)})"
         )
-        self._poll(
-            f"{target.name} to stream from {source.name}",
-            lambda: source._sql(sql, timeout=5) or None,
-            timeout,
-        )
+        on_target = "SELECT status, sender_port, received_tli FROM pg_stat_wal_receiver"
+
+        def check() -> bool | None:
+            rows = target._sql(on_target, timeout=5)
+            if not rows or rows[0][0] != "streaming" or rows[0][1] != str(source.port):
+                return None
+            (timeline, listed), *_ = source._sql(on_source, timeout=5)
+            return True if listed == "t" and rows[0][2] == timeline else None
+
+        self._poll(f"{target.name} to stream from {source.name}", check, timeout)
 
     def wait_replayed(self, timeout: float = 10.0) -> None:
         """Wait until every running replica has replayed the primary's current WAL position."""

@@ -1,0 +1,1 @@
+"""Tests of the local PostgreSQL cluster, its fault proxy and its pytest plugin."""

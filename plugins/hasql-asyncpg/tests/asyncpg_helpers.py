@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import asyncpg
 import pytest
@@ -24,7 +24,7 @@ def node_dsn(node: Any, **params: str) -> Dsn:
     """The single-host Dsn of a cluster node, with extra libpq parameters added."""
     url: str = node.dsn
     if params:
-        url += ("&" if "?" in url else "?") + urlencode(params)
+        url += ("&" if "?" in url else "?") + urlencode(params, quote_via=quote)
     (dsn,) = split_dsn(url)
     return dsn
 

@@ -67,3 +67,12 @@ async def admin(shared_cluster: Any) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Any]:
+    """A primary and one replica for this test alone (it may promote, freeze or kill nodes)."""
+    from hasql_core.testing.cluster import LocalCluster
+
+    with LocalCluster(replicas=1) as cluster:
+        yield cluster

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -115,3 +117,36 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(runner())
     except KeyboardInterrupt:  # a SIGINT that arrived before the handlers were in place
         raise Interrupted from None
+
+
+class _SinkHandler(logging.Handler):
+    """Sends each log record's message (no traceback) to a callable, skipping repeats."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._sink = sink
+        self._last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.levelname.lower()}: {record.getMessage()}"
+        except Exception:  # pragma: no cover - a broken log call must not break the command
+            return
+        if text != self._last:
+            self._last = text
+            self._sink(text)
+
+
+@contextlib.contextmanager
+def captured_logs(sink: Callable[[str], None]) -> Iterator[None]:
+    """Route warnings of every library (one line each, no traceback) to ``sink`` meanwhile."""
+    root = logging.getLogger()
+    handler = _SinkHandler(sink)
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

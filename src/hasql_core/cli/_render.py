@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.table import Table
@@ -56,10 +56,17 @@ def _opt(value: object, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def hosts_table(states: Sequence[HostState], title: str | None = None) -> Table:
-    """A table with one row per host: role, availability, lag, timeline, probe time, last error."""
+def hosts_table(
+    states: Sequence[HostState],
+    title: str | None = None,
+    label: Callable[[HostState], str] | None = None,
+) -> Table:
+    """A table with one row per host: role, availability, lag, timeline, probe time, last error.
+
+    ``label`` names each host in the first column (default: its host name).
+    """
     table = Table(title=title, title_justify="left", expand=False)
-    table.add_column("host")
+    table.add_column("host" if label is None else "node")
     table.add_column("port", justify="right")
     table.add_column("role")
     table.add_column("available")
@@ -71,7 +78,7 @@ def hosts_table(states: Sequence[HostState], title: str | None = None) -> Table:
     table.add_column("last error", overflow="fold", max_width=60)
     for state in states:
         table.add_row(
-            state.host,
+            state.host if label is None else label(state),
             str(state.port),
             role_text(state),
             Text("yes", style="green") if state.available else Text("no", style="red"),

@@ -34,7 +34,6 @@ def test_unknown_driver_says_what_to_install() -> None:
 
 @pytest.mark.parametrize("command", ["watch", "demo"])
 def test_unknown_driver_other_commands(command: str) -> None:
-    pytest.importorskip(f"hasql_core.cli.{command}")
     args = [command, "--driver", "nosuchdriver"]
     if command == "watch":
         args.insert(1, "postgresql://u@h/db")

@@ -31,16 +31,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "status":
-            from . import status
+            from .status import run as run_status
 
-            return status.run(args.dsn, args.driver, args.json, args.timeout)
+            return run_status(args.dsn, args.driver, args.json, args.timeout)
         if args.command == "watch":
-            from . import watch
+            from .watch import run as run_watch
 
-            return watch.run(args.dsn, args.driver, args.interval, args.duration)
-        from . import demo
+            return run_watch(args.dsn, args.driver, args.interval, args.duration)
+        from .demo import run as run_demo
 
-        return demo.run(args.driver, args.replicas, args.short)
+        return run_demo(args.driver, args.replicas, args.short)
     except CliError as error:
         return _fail(str(error), error.code)
     except BrokenPipeError:  # stdout closed early (e.g. piped into head)

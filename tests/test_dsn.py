@@ -563,6 +563,7 @@ def test_dsn_construction_is_validated(kwargs: dict[str, object], problem: str) 
     ("host", "port", "problem"),
     [
         ("", 5432, "empty host name"),
+        (None, 5432, "must be a str"),
         ("a,b", 5432, "contains ','"),
         ("a b", 5432, "invalid host name"),
         ("[::1]", 5432, "invalid host name"),

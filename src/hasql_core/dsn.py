@@ -5,6 +5,13 @@ Reads the two forms libpq accepts -- URLs (``postgresql://``, ``postgres://`` an
 :class:`HostPort` per host, splits it into one single-host DSN per host, and writes it back in
 either form. Passwords and other secrets never appear in redacted forms, in ``repr()`` or in the
 messages of the :class:`~hasql_core.errors.DsnError` raised for anything that cannot be read.
+
+The rules are libpq's: hosts and ports are comma-separated lists, matched one to one, or one port
+for all hosts; an empty port means 5432; URL parts and query values are percent-decoded (``+`` is
+not a space); settings in the URL query override those in the rest of the URL; key=value values
+may be single-quoted and use backslash escapes; ``hostaddr`` is a list with one entry per host.
+Two rules differ: in a URL, hosts without a port take the last host's port when it has one
+(``postgresql://db1,db2:6432/`` puts both on 6432), and a DSN must name at least one host.
 """
 
 from __future__ import annotations
@@ -93,7 +100,9 @@ def _check_text(value: str, what: str) -> None:
 
 
 def _validate_host(_: object, __: object, host: str) -> None:
-    if not isinstance(host, str) or not host:
+    if not isinstance(host, str):
+        raise DsnError(f"a host must be a str, not {type(host).__name__}")
+    if not host:
         raise DsnError("empty host name; give a host name, IP address or socket directory")
     _check_text(host, "host name")
     if "," in host:
@@ -393,10 +402,9 @@ class _Settings:
 def parse_dsn(text: str) -> Dsn:
     """Parse a PostgreSQL URL or libpq key=value string into a :class:`Dsn`.
 
-    Follows libpq's rules (see the module documentation of hasql-core for the details) with one
-    addition: in a URL, hosts without a port take the last host's port when it has one. A DSN
-    without any host, or anything libpq would refuse, raises :class:`DsnError`; the message
-    names the problem and the fix and shows the input with its secrets hidden.
+    The rules are libpq's, with the two differences the module documentation names. Anything
+    libpq would refuse, and a DSN without a host, raises :class:`DsnError`; the message names
+    the problem and the fix and shows the input with its secrets hidden by :func:`redact_dsn`.
     """
     obj: object = text
     if not isinstance(obj, str):

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from hasql_core.errors import ClusterError
 
 from .conftest import ClusterFactory
 from .helpers import psql_tcp
@@ -85,3 +92,41 @@ def test_synchronous_replica_and_settings(make_cluster: ClusterFactory) -> None:
         assert cluster.execute(node, "SHOW work_mem") == [("7MB",)]
         assert cluster.execute(node, "SHOW wal_log_hints") == [("on",)]
         assert cluster.execute(node, "SHOW cluster_name") == [(node.name,)]
+
+
+def test_base_dir_holds_the_data(make_cluster: ClusterFactory, tmp_path: Path) -> None:
+    fast = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    base = Path(tempfile.mkdtemp(prefix="hasql-basedir-", dir=fast))
+    try:
+        base.chmod(0o755)
+        cluster = make_cluster(1, base_dir=base)
+        for node in cluster.nodes:
+            assert node.data_dir.is_relative_to(base)
+            assert len(str(node.socket_dir)) < 80  # sockets stay on a short path
+        cluster.execute(0, "CREATE TABLE t (x int)")
+        cluster.wait_replayed()
+        cluster.close()
+        assert list(base.iterdir()) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    if os.geteuid() == 0:  # the servers run as an unprivileged user who cannot enter tmp_path
+        private = tmp_path / "private"
+        private.mkdir(mode=0o700)
+        with pytest.raises(ClusterError, match="not reachable by the user"):
+            make_cluster(0, base_dir=private)
+
+
+def test_port_clash_at_restart_moves_the_node(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(1, proxied=True)
+    replica = cluster.nodes[1]
+    old_port = replica.port
+    cluster.stop(replica)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", old_port))
+        squatter.listen()
+        cluster.start_node(replica)
+    assert replica.port != old_port
+    assert cluster.proxy(replica).target == ("127.0.0.1", replica.port)
+    result = psql_tcp(cluster, replica.proxied_dsn, "SELECT inet_server_port()")
+    assert result.stdout.strip() == str(replica.port), result.stderr
+    cluster.wait_streaming(replica)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -44,6 +45,25 @@ class ServerUser:
         """Make ``path`` (not recursively) owned by this user; a no-op for the current user."""
         if not self.is_current:
             os.chown(path, self.uid, self.gid, follow_symlinks=False)
+
+    def can_reach(self, path: Path) -> bool:
+        """Return True when this user may traverse every directory down to ``path``."""
+        if self.is_current:
+            return True
+        for directory in [path, *path.parents]:
+            try:
+                info = directory.stat()
+            except FileNotFoundError:
+                continue  # will be created by us, with a suitable mode
+            if info.st_uid == self.uid:
+                bit = stat.S_IXUSR
+            elif info.st_gid == self.gid:
+                bit = stat.S_IXGRP
+            else:
+                bit = stat.S_IXOTH
+            if not info.st_mode & bit:
+                return False
+        return True
 
     def give_tree(self, path: Path) -> None:
         """Make ``path`` and everything below it owned by this user."""

@@ -22,6 +22,8 @@ from hasql_core.testing._server_user import ServerUser
 #: Bump when the template's content (settings, hba, initdb flags) changes.
 TEMPLATE_VERSION = "1"
 MIN_MAJOR_VERSION = 14
+_PREFIX = "initdb-"
+_SOURCE_FILE = "bindir.txt"
 
 
 def _key(bindir: Path, owner: ServerUser) -> str:
@@ -76,6 +78,7 @@ def _build(bindir: Path, owner: ServerUser, staging: Path) -> None:
             f"PostgreSQL {major} in {bindir} is too old; "
             f"the local cluster needs {MIN_MAJOR_VERSION}+"
         )
+    (staging / _SOURCE_FILE).write_text(str(bindir))
     _pgconf.write_file(data / "pg_hba.conf", _pgconf.HBA_CONF, owner)
     _pgconf.append_file(
         data / "postgresql.conf",
@@ -88,7 +91,7 @@ def template_data_dir(bindir: Path, owner: ServerUser, root: Path) -> Path:
 
     The template belongs to ``owner``; copy it with :func:`copy_data_dirs`, never start it.
     """
-    final = root / f"initdb-{_key(bindir, owner)}"
+    final = root / f"{_PREFIX}{_key(bindir, owner)}"
     if (final / "data" / "PG_VERSION").exists():
         return final / "data"
     staging = root / f".initdb.tmp-{os.getpid()}-{secrets.token_hex(4)}"
@@ -103,6 +106,17 @@ def template_data_dir(bindir: Path, owner: ServerUser, root: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final / "data"
+
+
+def prune_templates(root: Path) -> None:
+    """Delete cached templates under ``root`` whose bin directory no longer exists."""
+    for path in root.glob(f"{_PREFIX}*"):
+        try:
+            source = Path((path / _SOURCE_FILE).read_text().strip())
+        except OSError:
+            continue
+        if not (source / "postgres").exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _mirror_dir(source: Path, target: Path) -> None:

@@ -173,6 +173,12 @@ class LocalCluster:
             data_home = entry.path
         else:
             data_home = self._base_dir.resolve() / f"hasql-{entry.path.name}"
+            if not server_user.can_reach(data_home):
+                raise ClusterError(
+                    f"base_dir {self._base_dir} is not reachable by the user {server_user.name!r} "
+                    "that runs the servers (a parent directory lacks its search permission); "
+                    "pick a directory every user may traverse, or leave base_dir unset"
+                )
             data_home.mkdir(parents=True, mode=0o755)
             self._data_home = data_home
         entry.save(
@@ -198,6 +204,7 @@ class LocalCluster:
             self._nodes.append(node)
         if len(str(self._nodes[-1].socket_dir)) + 20 > 107:
             raise ClusterError(f"socket path under {entry.path} is too long for a Unix socket")
+        _template.prune_templates(root)
         template = _template.template_data_dir(bindir, server_user, root)
         # Pipelined: the replicas' copies go on while the primary starts, and the login role is
         # created while the replicas start.

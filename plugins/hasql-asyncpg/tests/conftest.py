@@ -3,9 +3,10 @@
 The driver under test is named by the environment variable ``HASQL_TEST_DRIVER`` ("asyncpg" or
 "asyncpgsa", set by the nox session; "asyncpg" when unset) and made through the ``hasql`` entry
 points, as a PoolManager would. Every database test runs against a real local PostgreSQL cluster
-from :mod:`hasql_core.testing.cluster`: tests that only read and write share one cluster per session
-(each one tags its connections with its own ``application_name`` to count them), tests that
-promote, freeze or kill a node get a cluster of their own through the ``hasql_cluster`` fixture.
+from :mod:`hasql_core.testing.cluster`: tests that only read and write share one cluster per
+session (each one tags its connections with its own ``application_name`` to count them); tests
+that promote, freeze or kill a node get a cluster of their own through the ``hasql_cluster``
+fixture.
 """
 
 from __future__ import annotations
@@ -51,11 +52,16 @@ def app_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def shared_cluster() -> Iterator[Any]:
-    """One primary and one streaming replica shared by the tests that do not change the topology."""
+def shared_cluster(hasql_pg_bindir: Any) -> Iterator[Any]:
+    """One primary and one streaming replica shared by the tests that do not change the topology.
+
+    Tests that promote, freeze, stop or kill a node use the ``hasql_cluster`` fixture of
+    hasql-core's pytest plugin instead (``@pytest.mark.hasql_cluster(replicas=1)``): a cluster of
+    their own.
+    """
     from hasql_core.testing.cluster import LocalCluster
 
-    with LocalCluster(replicas=1) as cluster:
+    with LocalCluster(replicas=1, bindir=hasql_pg_bindir) as cluster:
         yield cluster
 
 
@@ -67,12 +73,3 @@ async def admin(shared_cluster: Any) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[Any]:
-    """A primary and one replica for this test alone (it may promote, freeze or kill nodes)."""
-    from hasql_core.testing.cluster import LocalCluster
-
-    with LocalCluster(replicas=1) as cluster:
-        yield cluster

@@ -14,7 +14,7 @@ from asyncpg_helpers import eventually, node_dsn
 from hasql_core.driver import Driver, ErrorKind
 from hasql_core.dsn import split_dsn
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.hasql_cluster(replicas=1)]
 
 Drv = Driver[Any, Any, Any]
 
@@ -157,15 +157,15 @@ async def test_wrong_password_is_other(driver: Drv, shared_cluster: Any) -> None
 
 
 async def test_stopped_server_is_connection_lost_or_unavailable(
-    driver: Drv, own_cluster: Any
+    driver: Drv, hasql_cluster: Any
 ) -> None:
-    replica = own_cluster.replicas[0]
+    replica = hasql_cluster.replicas[0]
     pool = driver.create_pool(node_dsn(replica), {"min_size": 1, "max_size": 1})
     await driver.open_pool(pool)
     try:
         conn = await driver.acquire(pool, None)
         try:
-            own_cluster.stop(replica, "fast")  # the server ends every session (57P01) and exits
+            hasql_cluster.stop(replica, "fast")  # the server ends every session (57P01) and exits
             error = await raised(conn.fetchval("SELECT 1"))
             assert driver.classify_error(error) in (
                 ErrorKind.CONNECTION_LOST,

@@ -10,7 +10,7 @@ from asyncpg_helpers import DRIVER_NAME, eventually
 
 from hasql_core import PoolManager
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.hasql_cluster(replicas=1)]
 
 
 async def test_readme_example(shared_cluster: Any) -> None:
@@ -41,10 +41,10 @@ async def test_readme_example(shared_cluster: Any) -> None:
     }
 
 
-async def test_failover_moves_writes_to_the_promoted_replica(own_cluster: Any) -> None:
-    old_primary, replica = own_cluster.primary, own_cluster.replicas[0]
+async def test_failover_moves_writes_to_the_promoted_replica(hasql_cluster: Any) -> None:
+    old_primary, replica = hasql_cluster.primary, hasql_cluster.replicas[0]
     pm = PoolManager(
-        own_cluster.dsn,
+        hasql_cluster.dsn,
         driver=DRIVER_NAME,
         refresh_delay=0.2,
         refresh_timeout=1.0,
@@ -56,8 +56,8 @@ async def test_failover_moves_writes_to_the_promoted_replica(own_cluster: Any) -
         async with pm.acquire_master() as conn:
             assert await conn.fetchval("SELECT inet_server_port()") == old_primary.port
 
-        await asyncio.to_thread(own_cluster.kill, old_primary)
-        await asyncio.to_thread(own_cluster.promote, replica)
+        await asyncio.to_thread(hasql_cluster.kill, old_primary)
+        await asyncio.to_thread(hasql_cluster.promote, replica)
 
         async def master_port() -> Any:
             async with pm.acquire_master(timeout=5) as conn:

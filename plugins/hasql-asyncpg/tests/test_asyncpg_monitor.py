@@ -13,7 +13,7 @@ from asyncpg_helpers import admin_connect, eventually, node_dsn
 from hasql_core.driver import Driver
 from hasql_core.probe import PROBE_QUERY, ProbeResult, parse_probe_row
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.hasql_cluster(replicas=1)]
 
 Drv = Driver[Any, Any, Any]
 
@@ -90,12 +90,12 @@ async def test_monitor_connection_never_sits_in_a_transaction(
     )
 
 
-async def test_paused_replay_shows_receive_ahead_of_replay(driver: Drv, own_cluster: Any) -> None:
-    replica = own_cluster.replicas[0]
+async def test_paused_replay_shows_receive_ahead_of_replay(driver: Drv, hasql_cluster: Any) -> None:
+    replica = hasql_cluster.replicas[0]
     conn = await driver.connect_monitor(node_dsn(replica), 5)
-    admin = await admin_connect(own_cluster.primary)
+    admin = await admin_connect(hasql_cluster.primary)
     try:
-        own_cluster.pause_replay(replica)
+        hasql_cluster.pause_replay(replica)
         await admin.execute(
             "CREATE TABLE hasql_paused (id int); INSERT INTO hasql_paused VALUES (1)"
         )
@@ -105,7 +105,7 @@ async def test_paused_replay_shows_receive_ahead_of_replay(driver: Drv, own_clus
             lambda s: s.receive_lsn is not None and s.receive_lsn >= written,
         )
         assert state.wal_lsn is not None and state.wal_lsn < written  # replay stands still
-        own_cluster.resume_replay(replica)
+        hasql_cluster.resume_replay(replica)
         await eventually(
             lambda: probe(driver, conn), lambda s: s.wal_lsn is not None and s.wal_lsn >= written
         )
@@ -114,15 +114,17 @@ async def test_paused_replay_shows_receive_ahead_of_replay(driver: Drv, own_clus
         await driver.close_monitor(conn)
 
 
-async def test_probe_sees_a_promotion_on_the_same_connection(driver: Drv, own_cluster: Any) -> None:
-    old_primary, replica = own_cluster.primary, own_cluster.replicas[0]
+async def test_probe_sees_a_promotion_on_the_same_connection(
+    driver: Drv, hasql_cluster: Any
+) -> None:
+    old_primary, replica = hasql_cluster.primary, hasql_cluster.replicas[0]
     on_old = await driver.connect_monitor(node_dsn(old_primary), 5)
     on_replica = await driver.connect_monitor(node_dsn(replica), 5)
     try:
         before = await probe(driver, on_replica)
         assert (before.in_recovery, before.timeline) == (True, 1)
 
-        own_cluster.promote(replica)
+        hasql_cluster.promote(replica)
 
         after = await eventually(
             lambda: probe(driver, on_replica),
@@ -141,12 +143,12 @@ async def test_probe_sees_a_promotion_on_the_same_connection(driver: Drv, own_cl
 
 
 async def test_connect_to_a_frozen_host_times_out_within_the_timeout(
-    driver: Drv, own_cluster: Any
+    driver: Drv, hasql_cluster: Any
 ) -> None:
-    replica = own_cluster.replicas[0]
+    replica = hasql_cluster.replicas[0]
     dsn = node_dsn(replica)
     established = await driver.connect_monitor(dsn, 5)
-    own_cluster.freeze(replica)
+    hasql_cluster.freeze(replica)
     try:
         timeout = 0.5
         started = time.monotonic()
@@ -164,7 +166,7 @@ async def test_connect_to_a_frozen_host_times_out_within_the_timeout(
         assert established.is_closed()
         assert time.monotonic() - started < 1.0
     finally:
-        own_cluster.thaw(replica)
+        hasql_cluster.thaw(replica)
         await driver.close_monitor(established)
 
     # Once thawed, the host answers again.
@@ -175,11 +177,11 @@ async def test_connect_to_a_frozen_host_times_out_within_the_timeout(
         await driver.close_monitor(conn)
 
 
-async def test_probe_on_a_killed_host_is_connection_lost(driver: Drv, own_cluster: Any) -> None:
-    replica = own_cluster.replicas[0]
+async def test_probe_on_a_killed_host_is_connection_lost(driver: Drv, hasql_cluster: Any) -> None:
+    replica = hasql_cluster.replicas[0]
     conn = await driver.connect_monitor(node_dsn(replica), 5)
     try:
-        own_cluster.kill(replica)  # the backends exit once they see the postmaster gone
+        hasql_cluster.kill(replica)  # the backends exit once they see the postmaster gone
 
         async def probe_error() -> BaseException | None:
             try:

@@ -191,6 +191,7 @@ async def test_probe_on_a_killed_host_is_connection_lost(driver: Drv, hasql_clus
             return None
 
         error = await eventually(probe_error, lambda found: found is not None)
+        assert error is not None
         assert driver.classify_error(error).value in ("connection_lost", "unavailable"), repr(error)
     finally:
         await driver.close_monitor(conn)

@@ -355,3 +355,36 @@ async def test_cancelled_open_leaves_no_connection(
         await opening
     await driver.terminate_pool(pool)
     await eventually(lambda: backends(admin, app_name), lambda pids: pids == [])
+
+
+async def test_sslmode_from_the_dsn_reaches_asyncpg(driver: Drv, shared_cluster: Any) -> None:
+    node = shared_cluster.primary  # the local cluster has no SSL
+    plain = await driver.connect_monitor(node_dsn(node, sslmode="disable"), 5)
+    try:
+        assert (
+            await plain.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            is False
+        )
+    finally:
+        await driver.close_monitor(plain)
+    with pytest.raises(ConnectionError, match="SSL"):
+        await driver.connect_monitor(node_dsn(node, sslmode="require"), 5)
+
+
+async def test_hostaddr_is_where_the_connection_goes(driver: Drv, shared_cluster: Any) -> None:
+    node = shared_cluster.primary
+    dsn = node_dsn(node)
+    (by_address,) = split_dsn(
+        f"host=no-such-host.invalid hostaddr=127.0.0.1 port={node.port} user={dsn.user} "
+        f"password={dsn.password} dbname={dsn.database}"
+    )
+    pool = driver.create_pool(by_address, {"min_size": 1, "max_size": 1})
+    try:
+        await driver.open_pool(pool)
+        conn = await driver.acquire(pool, None)
+        try:
+            assert await conn.fetchval("SELECT inet_server_port()") == node.port
+        finally:
+            await driver.release(pool, conn)
+    finally:
+        await driver.close_pool(pool)

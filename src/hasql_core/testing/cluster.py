@@ -275,7 +275,9 @@ class LocalCluster:
 
         Idempotent, and safe after a failed or partial :meth:`start`.
         """
-        with self._lock:
+        # Bounded: at interpreter exit another thread may have died holding the lock.
+        locked = self._lock.acquire(timeout=60)
+        try:
             if self._closed:
                 return
             self._closed = True
@@ -296,6 +298,9 @@ class LocalCluster:
                 shutil.rmtree(self._data_home, ignore_errors=True)
             if self._entry is not None:
                 self._entry.release()
+        finally:
+            if locked:
+                self._lock.release()
 
     # ================================================================ topology, read-only
     @property
@@ -554,6 +559,14 @@ class LocalCluster:
             target._role, target._upstream = "primary", None
             self._primary_index = target.index
             if wait:
+                # Recovery removes standby.signal as it ends; watching the file is far cheaper
+                # than a psql round trip, so wait for that first.
+                signal_file = target.data_dir / "standby.signal"
+                self._poll(
+                    f"{target.name} to end recovery",
+                    lambda: not signal_file.exists() or None,
+                    None,
+                )
                 self._poll(
                     f"{target.name} to leave recovery",
                     lambda: (

@@ -62,15 +62,16 @@ def test_pass_and_proxied_dsn(proxied: LocalCluster) -> None:
 
 def test_latency_delays_each_direction(proxied: LocalCluster) -> None:
     proxy = proxied.proxy(0)
-    baseline = _round_trip(proxy.port)
-    assert baseline < 0.15
+    # Lower bounds are exact by design (data is held until due); a busy machine only adds time,
+    # so the undelayed figure is the best of a few.
+    assert min(_round_trip(proxy.port) for _ in range(3)) < 0.3
     proxy.set_mode("latency", delay=0.2)
     assert proxy.mode == "latency"
     delayed = _round_trip(proxy.port)
-    # 0.2 s on the way in plus 0.2 s on the way out.
-    assert 0.39 <= delayed < 2.0
+    assert delayed >= 0.4  # 0.2 s on the way in plus 0.2 s on the way out
+    assert delayed < 5.0
     proxy.set_mode("pass")
-    assert _round_trip(proxy.port) < 0.15
+    assert min(_round_trip(proxy.port) for _ in range(3)) < 0.3
 
 
 def test_blackhole_accepts_but_never_answers(proxied: LocalCluster) -> None:
@@ -110,7 +111,7 @@ def test_reset_aborts_existing_and_new_connections(proxied: LocalCluster) -> Non
     failed = psql_tcp(proxied, proxied.nodes[0].proxied_dsn, "SELECT 1")
     assert failed.returncode != 0
     proxy.set_mode("pass")
-    assert _round_trip(proxy.port) < 0.15
+    assert _round_trip(proxy.port) < 5.0
 
 
 def test_refuse_closes_the_port_and_reopens_it(proxied: LocalCluster) -> None:

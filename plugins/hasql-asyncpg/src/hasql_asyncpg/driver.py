@@ -165,10 +165,11 @@ def merge_options(derived: Mapping[str, Any], user: Mapping[str, Any]) -> dict[s
     is modified.
     """
     merged = {**derived, **user}
-    if "server_settings" in derived and "server_settings" in user:
+    if user.get("server_settings") is not None or "server_settings" in derived:
+        # Always a new dict, so nothing downstream can reach the user's own.
         merged["server_settings"] = {
-            **derived["server_settings"],
-            **(user["server_settings"] or {}),
+            **derived.get("server_settings", {}),
+            **(user.get("server_settings") or {}),
         }
     return merged
 

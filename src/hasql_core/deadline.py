@@ -97,3 +97,12 @@ async def run_until(coro: Coroutine[Any, Any, T], deadline: float) -> T:
         result: T = stop.value
         return result
     return await await_until(_Resumed(coro, first), deadline)
+
+
+async def within(awaitable: Awaitable[T], timeout: float) -> T:
+    """``await awaitable`` for at most ``timeout`` seconds, else raise ``asyncio.TimeoutError``.
+
+    Unlike ``asyncio.wait_for`` before Python 3.12, a cancellation of the caller is never lost when
+    the awaitable happens to finish at the same moment: no inner task is involved.
+    """
+    return await await_until(awaitable, asyncio.get_running_loop().time() + timeout)

@@ -17,7 +17,7 @@ import pluggy
 from . import plugins
 from .acquire import AcquireContext, AcquireRequest
 from .balancer import BalancerPolicy
-from .deadline import run_until
+from .deadline import run_until, within
 from .driver import Driver, ErrorKind
 from .dsn import Dsn, split_dsn
 from .errors import (
@@ -231,10 +231,16 @@ class PoolManager:
         await self.close()
 
     async def _stop_monitor(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=CLEANUP_TIMEOUT * 2)
+        pending = [task for task in self._tasks if not task.done()]
+        for _ in range(3):  # a task busy in cleanup may need a second nudge; never wait unbounded
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, still = await asyncio.wait(pending, timeout=CLEANUP_TIMEOUT * 2)
+            pending = list(still)
+        if pending:
+            log.warning("%d host monitor task(s) did not stop when cancelled", len(pending))
         self._topology.wake_waiters()
 
     async def close(self, timeout: float | None = None) -> None:
@@ -251,7 +257,7 @@ class PoolManager:
         if self._handed_out:
             self._all_returned = asyncio.Event()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._all_returned.wait(), limit)
+                await within(self._all_returned.wait(), limit)
             if self._handed_out:
                 log.warning(
                     "closing with %d connection(s) still handed out after %gs; terminating them",
@@ -281,9 +287,9 @@ class PoolManager:
             return
         try:
             if graceful:
-                await asyncio.wait_for(self._driver.close_pool(pool), max(limit, CLEANUP_TIMEOUT))
+                await within(self._driver.close_pool(pool), max(limit, CLEANUP_TIMEOUT))
             else:
-                await asyncio.wait_for(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
+                await within(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
         except Exception as error:
             log.warning(
                 "closing the pool of %s failed (%r); terminating it",
@@ -291,7 +297,7 @@ class PoolManager:
                 type(error).__name__,
             )
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
+                await within(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
         self._emit("pool_closed", host=entry.state)
 
     # -- events --------------------------------------------------------------------------------------

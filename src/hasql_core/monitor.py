@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from .deadline import within
 from .driver import Driver
 from .host_state import HostState, Role
 from .probe import PROBE_QUERY, parse_probe_row
@@ -52,7 +53,7 @@ def describe_error(error: BaseException, secrets: tuple[str, ...]) -> str:
 async def bounded(awaitable: Awaitable[T], timeout: float, what: str) -> T:
     """Await with a timeout; on expiry raise ``TimeoutError`` saying what took too long."""
     try:
-        return await asyncio.wait_for(awaitable, timeout)
+        return await within(awaitable, timeout)
     except asyncio.TimeoutError:
         raise asyncio.TimeoutError(f"{what} took longer than {timeout:g}s") from None
 
@@ -177,7 +178,7 @@ class HostMonitor:
             )
         except BaseException:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT)
+                await within(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT)
             raise
         entry.pool = pool
         log.info("opened pool for %s", entry.state.name)
@@ -198,7 +199,7 @@ class HostMonitor:
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._driver.close_monitor(connection), CLEANUP_TIMEOUT)
+                await within(self._driver.close_monitor(connection), CLEANUP_TIMEOUT)
 
     async def _sleep(self, delay: float) -> None:
         loop = asyncio.get_running_loop()

@@ -270,3 +270,15 @@ def test_unclosed_manager_does_not_hang_interpreter_exit(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
+
+
+async def test_terminate_right_after_start_stops_every_monitor():
+    # A probe that completes at the moment of cancellation must not swallow the cancellation
+    # (asyncio.wait_for before 3.12 does exactly that), or monitors outlive the manager.
+    cluster = FakeCluster(3)
+    for _ in range(20):
+        pm = PoolManager(cluster.dsn, driver=FakeDriver(cluster), refresh_delay=0.05)
+        await asyncio.sleep(0)
+        await pm.terminate()
+        assert all(task.done() for task in pm._tasks)
+    assert cluster.open_connections == 0

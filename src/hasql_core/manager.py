@@ -181,6 +181,17 @@ class PoolManager:
             )
             for entry in self._entries
         )
+        self._default_requests = {
+            read_only: AcquireRequest(
+                read_only=read_only,
+                fallback_master=self._fallback_master,
+                weight=self._master_as_replica_weight,
+                lag_limit=None,
+                timeout=self._acquire_timeout,
+                kwargs={},
+            )
+            for read_only in (False, True)
+        }
         self._tasks: list[asyncio.Task[None]] = []
         self._fast_waiters = 0
         self._handed_out: dict[int, tuple[Any, HostEntry]] = {}
@@ -360,6 +371,15 @@ class PoolManager:
         passes, :class:`AcquireTimeoutError` says what was missing and how every host looked.
         ``kwargs`` go to the driver's acquire.
         """
+        if (
+            fallback_master is None
+            and master_as_replica_weight is None
+            and timeout is None
+            and max_lag is None
+            and max_lag_bytes is None
+            and not kwargs
+        ):  # the common call: a request made once, at construction
+            return AcquireContext(self, self._default_requests[bool(read_only)])
         if not read_only:
             if master_as_replica_weight is not None:
                 raise ConfigurationError(
@@ -451,7 +471,7 @@ class PoolManager:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + request.timeout
-        fast_mode = False
+        fast_mode = retried = False
         excluded: set[HostEntry] | None = None
         try:
             while True:
@@ -462,11 +482,12 @@ class PoolManager:
                         self._enter_fast_mode()
                     await self._wait_for_change(request, deadline)
                     excluded = None  # hosts that failed under us have been re-probed meanwhile
+                    retried = True
                     continue
+                remaining = deadline - loop.time() if retried else request.timeout
                 try:
                     connection = await run_until(
-                        self._driver.acquire(entry.pool, deadline - loop.time(), **request.kwargs),
-                        deadline,
+                        self._driver.acquire(entry.pool, remaining, **request.kwargs), deadline
                     )
                 except asyncio.TimeoutError as error:
                     raise AcquireTimeoutError(
@@ -483,6 +504,7 @@ class PoolManager:
                     entry.count_error(kind.value)
                     self._monitors[self._entries.index(entry)].wake()
                     excluded = (excluded or set()) | {entry}
+                    retried = True
                     continue
                 self._handed_out[id(connection)] = (connection, entry)
                 entry.acquire_count += 1

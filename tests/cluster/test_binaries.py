@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hasql_core.testing import _template
 from hasql_core.testing._server_user import resolve_server_user
 from hasql_core.testing.binaries import (
     BINDIR_ENV,
@@ -91,3 +93,19 @@ def test_shared_copy_is_made_once_and_runs_as_the_server_user(shared_parent: Pat
         [str(copy / "psql"), "--version"], capture_output=True, text=True, check=True, cwd="/"
     )
     assert psql.stdout.startswith("psql (PostgreSQL)")
+
+
+def test_stale_initdb_templates_are_pruned(pg_bindir: Path, tmp_path: Path) -> None:
+    uid = os.geteuid()
+    stale = [tmp_path / "initdb-0123456789abcdef", tmp_path / "initdb-gone"]
+    current = tmp_path / f"initdb-{_template._key(pg_bindir, uid)}"
+    for path, bindir in [
+        (stale[0], pg_bindir),
+        (stale[1], tmp_path / "gone"),
+        (current, pg_bindir),
+    ]:
+        path.mkdir()
+        (path / "bindir.txt").write_text(str(bindir))
+        (path / "uid.txt").write_text(str(uid))
+    _template.prune_templates(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == [current.name]

@@ -20,13 +20,14 @@ from hasql_core.testing._psql import clean_env
 from hasql_core.testing._server_user import ServerUser
 
 #: Bump when the template's content (settings, hba, initdb flags) changes.
-TEMPLATE_VERSION = "1"
+TEMPLATE_VERSION = "2"
 MIN_MAJOR_VERSION = 14
 _PREFIX = "initdb-"
 _SOURCE_FILE = "bindir.txt"
+_UID_FILE = "uid.txt"
 
 
-def _key(bindir: Path, owner: ServerUser) -> str:
+def _key(bindir: Path, uid: int) -> str:
     postgres = (bindir / "postgres").stat()
     material = "\0".join(
         [
@@ -34,7 +35,7 @@ def _key(bindir: Path, owner: ServerUser) -> str:
             str(bindir.resolve()),
             str(postgres.st_size),
             str(postgres.st_mtime_ns),
-            str(owner.uid),
+            str(uid),
             _pgconf.render_settings(_pgconf.BASE_SETTINGS),
             _pgconf.HBA_CONF,
         ]
@@ -79,6 +80,7 @@ def _build(bindir: Path, owner: ServerUser, staging: Path) -> None:
             f"the local cluster needs {MIN_MAJOR_VERSION}+"
         )
     (staging / _SOURCE_FILE).write_text(str(bindir))
+    (staging / _UID_FILE).write_text(str(owner.uid))
     _pgconf.write_file(data / "pg_hba.conf", _pgconf.HBA_CONF, owner)
     _pgconf.append_file(
         data / "postgresql.conf",
@@ -91,7 +93,7 @@ def template_data_dir(bindir: Path, owner: ServerUser, root: Path) -> Path:
 
     The template belongs to ``owner``; copy it with :func:`copy_data_dirs`, never start it.
     """
-    final = root / f"{_PREFIX}{_key(bindir, owner)}"
+    final = root / f"{_PREFIX}{_key(bindir, owner.uid)}"
     if (final / "data" / "PG_VERSION").exists():
         return final / "data"
     staging = root / f".initdb.tmp-{os.getpid()}-{secrets.token_hex(4)}"
@@ -109,13 +111,18 @@ def template_data_dir(bindir: Path, owner: ServerUser, root: Path) -> Path:
 
 
 def prune_templates(root: Path) -> None:
-    """Delete cached templates under ``root`` whose bin directory no longer exists."""
+    """Delete cached templates under ``root`` whose binaries are gone or have been replaced."""
     for path in root.glob(f"{_PREFIX}*"):
         try:
-            source = Path((path / _SOURCE_FILE).read_text().strip())
-        except OSError:
+            bindir = Path((path / _SOURCE_FILE).read_text().strip())
+            uid = int((path / _UID_FILE).read_text())
+        except (OSError, ValueError):
             continue
-        if not (source / "postgres").exists():
+        try:
+            current = _key(bindir, uid)
+        except OSError:  # the bin directory is gone
+            current = None
+        if path.name != f"{_PREFIX}{current}":
             shutil.rmtree(path, ignore_errors=True)
 
 

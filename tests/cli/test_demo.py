@@ -41,3 +41,25 @@ def test_demo_without_binaries_says_how_to_get_them() -> None:
     assert result.returncode == 2
     assert "no PostgreSQL binaries" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_ctrl_c_cleans_up(pg_available: None) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hasql_core.cli", "demo", "--short"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    for line in proc.stdout:  # interrupt during the freeze scene, the hardest to unwind
+        if "freeze node" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in out + err

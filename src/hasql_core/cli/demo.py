@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import signal
 import sys
 import time
@@ -390,13 +391,29 @@ class Demo:
             await asyncio.sleep(0.2)
         finally:
             self.stopping = True
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if live is not None:
-                live.stop()
-            await self.pm.close()
+            await self.cleanup(tasks, live)
         return await self.summarise()
+
+    async def cleanup(self, tasks: list[asyncio.Task[None]], live: Live | None) -> None:
+        """Stop the workload and the manager, bounded, also when interrupted mid-scene.
+
+        A frozen node is thawed and paused replay resumed first, so no connection waits on them.
+        """
+        for node in self.cluster.nodes:
+            with contextlib.suppress(Exception):
+                if node.state == "frozen":
+                    await asyncio.to_thread(self.cluster.thaw, node)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if live is not None:
+            live.stop()
+        if self.pm is not None:
+            try:
+                await asyncio.wait_for(self.pm.close(), 5)
+            except (asyncio.TimeoutError, HasqlError):
+                await self.pm.terminate()
 
     async def summarise(self) -> int:
         """Print the summary per scene and the final checks; return the exit code."""

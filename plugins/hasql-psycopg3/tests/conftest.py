@@ -10,29 +10,26 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hasql_psycopg3.driver import PsycopgDriver
+from psycopg3_helpers import DRIVER_NAME
 
 from hasql_core.plugins import make_driver
 from hasql_core.testing.cluster import LocalCluster
 
-DRIVER_NAME = os.environ.get("HASQL_TEST_DRIVER", "psycopg3")
 _app_names = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[LocalCluster]:
-    """A primary and one replica shared by the tests that leave the topology as they found it."""
-    with LocalCluster(replicas=1) as shared:
+def cluster(hasql_pg_bindir: Path) -> Iterator[LocalCluster]:
+    """A primary and one replica shared by the tests that leave the topology as they found it.
+
+    Tests that promote, freeze or stop a node use hasql-core's per-test ``hasql_cluster`` instead.
+    """
+    with LocalCluster(replicas=1, bindir=hasql_pg_bindir) as shared:
         yield shared
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[LocalCluster]:
-    """A primary and one replica for one test that promotes, freezes or stops a node."""
-    with LocalCluster(replicas=1) as fresh:
-        yield fresh
 
 
 @pytest.fixture

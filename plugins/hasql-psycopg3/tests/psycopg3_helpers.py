@@ -15,6 +15,9 @@ import pytest
 from hasql_core.dsn import Dsn, parse_dsn
 from hasql_core.testing.cluster import LocalCluster, Node
 
+#: The driver name under test; the nox session sets it, each plugin test run names one.
+DRIVER_NAME = os.environ.get("HASQL_TEST_DRIVER", "psycopg3")
+
 
 def node_dsn(node: Node, **params: str) -> Dsn:
     """A single-host Dsn for ``node`` with extra libpq parameters."""

@@ -236,10 +236,12 @@ async def _is_running(cluster: LocalCluster, app_name: str, query: str) -> bool:
     return rows == [("1",)]
 
 
-async def test_cancelled_acquires_leak_nothing(
+async def test_cancelled_acquires_and_releases_leak_nothing(
     cluster: LocalCluster, driver: PsycopgDriver, app_name: str
 ) -> None:
-    """Acquires cancelled at random points (queued, being served, in use) lose no connection."""
+    """Tasks cancelled at random points (queued in acquire, being served, holding the connection,
+    in release) lose no connection: psycopg_pool alone loses one when ``putconn`` is cancelled
+    while it waits for a lock, and the pool then counts a connection that no longer exists."""
     rng = random.Random(20261128)
     pool = driver.create_pool(
         node_dsn(cluster.primary, application_name=app_name), {"min_size": 1, "max_size": 3}
@@ -247,22 +249,26 @@ async def test_cancelled_acquires_leak_nothing(
     await driver.open_pool(pool)
     completed = 0
 
-    async def user() -> None:
+    async def user(query: bool) -> None:
         nonlocal completed
         conn = await driver.acquire(pool, 10.0)
         try:
-            await conn.execute("SELECT 1")
-            await conn.rollback()
+            if query:
+                await conn.execute("SELECT 1")
+                await conn.rollback()
+            else:
+                await asyncio.sleep(0)
         finally:
             await driver.release(pool, conn)
         completed += 1
 
+    loop = asyncio.get_running_loop()
     try:
-        for _round in range(30):
-            tasks = [asyncio.ensure_future(user()) for _ in range(8)]
+        for round_ in range(300):
+            tasks = [asyncio.ensure_future(user(round_ % 10 == 0)) for _ in range(8)]
             for task in tasks:
                 if rng.random() < 0.6:
-                    asyncio.get_running_loop().call_later(rng.random() * 0.004, task.cancel)
+                    loop.call_later(rng.random() * 0.002, task.cancel)
             results = await asyncio.gather(*tasks, return_exceptions=True)
             assert all(r is None or isinstance(r, asyncio.CancelledError) for r in results), results
 
@@ -327,8 +333,9 @@ async def test_failed_open_leaves_no_task_and_no_connection(driver: PsycopgDrive
     await driver.terminate_pool(pool)
 
 
+@pytest.mark.hasql_cluster(replicas=1)
 async def test_cancelled_open_on_a_frozen_host_leaves_nothing_behind(
-    own_cluster: LocalCluster,
+    hasql_cluster: LocalCluster,
     driver: PsycopgDriver,
     app_name: str,
     caplog: pytest.LogCaptureFixture,
@@ -337,12 +344,12 @@ async def test_cancelled_open_on_a_frozen_host_leaves_nothing_behind(
     # records (and so the exception, its frames and the half-made connection) until the test ends.
     # Without a record nothing holds them, as in an application: that is the case checked here.
     caplog.set_level(logging.ERROR, logger="psycopg.pool")
-    node = own_cluster.replicas[0]
+    node = hasql_cluster.replicas[0]
     pool = driver.create_pool(
         node_dsn(node, application_name=app_name, connect_timeout="30"), {"min_size": 2}
     )
     assert client_sockets(node.port) == 0
-    await asyncio.to_thread(own_cluster.freeze, node)
+    await asyncio.to_thread(hasql_cluster.freeze, node)
     try:
         started = time.monotonic()
         with pytest.raises(asyncio.TimeoutError):
@@ -353,8 +360,66 @@ async def test_cancelled_open_on_a_frozen_host_leaves_nothing_behind(
         assert pool_tasks(pool) == []
         assert client_sockets(node.port) == 0
     finally:
-        await asyncio.to_thread(own_cluster.thaw, node)
+        await asyncio.to_thread(hasql_cluster.thaw, node)
 
     # No socket of this process to the host is left (the attempts were abandoned, not leaked).
     assert client_sockets(node.port) == 0
     await driver.terminate_pool(pool)
+
+
+async def test_connections_closed_by_the_server_are_not_handed_out(
+    cluster: LocalCluster, driver: PsycopgDriver, app_name: str
+) -> None:
+    pool = driver.create_pool(
+        node_dsn(cluster.primary, application_name=app_name), {"min_size": 2, "max_size": 2}
+    )
+    try:
+        await driver.open_pool(pool)
+        first, _second = sorted(await backends(cluster, cluster.primary, app_name))
+        await _terminate_backends(cluster, [first], app_name)
+        # One idle connection is dead: the live one is handed out, whatever the pool's order.
+        for _ in range(2):
+            conn = await driver.acquire(pool, 5.0)
+            assert conn.info.backend_pid != first
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+            await conn.rollback()
+            await driver.release(pool, conn)
+
+        async def refilled() -> bool:
+            return len(await backends(cluster, cluster.primary, app_name)) == 2
+
+        await eventually(refilled, "the pool to replace the dead connection")
+        await eventually(lambda: _idle(driver, pool, 2), "both connections to be idle")
+        # Every idle connection is dead: the host looks gone, which the core must hear at once.
+        await _terminate_backends(
+            cluster, await backends(cluster, cluster.primary, app_name), app_name
+        )
+        with pytest.raises(psycopg.OperationalError) as info:
+            await driver.acquire(pool, 5.0)
+        assert driver.classify_error(info.value) is ErrorKind.CONNECTION_LOST
+        assert driver.pool_stats(pool).in_use == 0
+        # The pool heals by itself.
+        await eventually(refilled, "the pool to reconnect")
+        conn = await driver.acquire(pool, 5.0)
+        await conn.execute("SELECT 1")
+        await driver.release(pool, conn)
+    finally:
+        await driver.close_pool(pool)
+
+
+async def _idle(driver: PsycopgDriver, pool: Any, count: int) -> bool:
+    return driver.pool_stats(pool).idle == count
+
+
+async def _terminate_backends(cluster: LocalCluster, pids: list[int], app_name: str) -> None:
+    await asyncio.to_thread(
+        cluster.execute,
+        cluster.primary,
+        f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{pids}::int[]) AS pid",
+    )
+
+    async def gone() -> bool:
+        return not set(pids) & set(await backends(cluster, cluster.primary, app_name))
+
+    await eventually(gone, f"backends {pids} to exit")

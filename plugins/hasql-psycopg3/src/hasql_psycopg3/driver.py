@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
+import select
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias
 
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.conninfo import make_conninfo
+from psycopg.pq import ConnStatus
 
 from hasql_core.driver import Driver, ErrorKind, PoolStats
 from hasql_core.dsn import Dsn
@@ -60,6 +63,8 @@ MONITOR_APPLICATION_NAME = "hasql-monitor"
 # server that is starting up, shutting down or in recovery without hot standby.
 _TERMINATED = frozenset({"57P01", "57P02"})
 _REFUSING = frozenset({"57P03"})
+_BAD = ConnStatus.BAD
+_HAS_POLL = hasattr(select, "poll")
 _POOL_ERRORS = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg_pool.TooManyRequests)
 
 
@@ -114,6 +119,100 @@ def _shutdown_socket(connection: Connection) -> bool:
     except OSError:
         return False
     return True
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has input (or end-of-file, or an error) pending; does not block."""
+    if _HAS_POLL:  # no FD_SETSIZE limit, unlike select()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+def _closed_by_server(connection: Connection) -> str | None:
+    """Why an idle connection is unusable, or None when it looks usable; no round trip.
+
+    An idle connection's socket has nothing to read unless the server sent something unasked:
+    a FATAL message before closing (shutdown, ``pg_terminate_backend()``, postmaster death),
+    end-of-file, or harmless asynchronous messages (NOTIFY, parameter changes). When it is
+    readable libpq reads and parses the input, which tells them apart: libpq marks the connection
+    bad at end-of-file and passes a FATAL message that arrives while idle to the notice handlers
+    (the end-of-file may not have arrived yet). A connection found dead this way is closed, so
+    the pool discards it.
+    """
+    pgconn = connection.pgconn
+    if pgconn.status == _BAD:
+        return "the connection is closed"
+    fatal: list[str] = []
+
+    def on_notice(diag: pg_errors.Diagnostic) -> None:
+        if diag.severity_nonlocalized in ("FATAL", "PANIC"):
+            fatal.append(f"{diag.sqlstate}: {diag.message_primary}")
+
+    try:
+        if _readable(pgconn.socket):
+            connection.add_notice_handler(on_notice)
+            try:
+                pgconn.consume_input()  # reads (and sees end-of-file) without parsing
+                pgconn.is_busy()  # parses; queued NOTIFYs stay queued for psycopg
+            finally:
+                connection.remove_notice_handler(on_notice)
+    except (psycopg.Error, OSError) as exc:
+        return str(exc) or type(exc).__name__
+    if fatal:
+        _finish(connection)
+        return fatal[0]
+    if pgconn.status == _BAD:
+        return "the connection is closed"
+    return None
+
+
+async def _run_to_completion(coro: Coroutine[Any, None, None]) -> None:
+    """Await ``coro``, letting it finish even if the caller is cancelled meanwhile.
+
+    psycopg_pool's ``putconn()`` loses the connection when it is cancelled while waiting for a
+    lock (the pool still counts it, so the pool shrinks for good). Shielding it in a task costs a
+    task and a loop iteration per release, most of the time for nothing: ``putconn()`` usually
+    completes without suspending. So the coroutine is started inline, and only if it suspends is
+    the rest run in a task that the caller awaits through :func:`asyncio.shield`. The task steps
+    the coroutine the way asyncio's own tasks do: it waits for the future the coroutine yielded,
+    then resumes it.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return
+    rest = asyncio.ensure_future(_resume(coro, yielded))
+    _forget(rest)
+    await asyncio.shield(rest)
+
+
+def _wake(waiter: asyncio.Future[None], _: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _resume(coro: Coroutine[Any, None, None], yielded: Any) -> None:
+    """Drive ``coro``, suspended on ``yielded`` (an asyncio future, or None), to its end."""
+    loop = asyncio.get_running_loop()
+    while True:
+        if yielded is None:  # a bare yield, as in asyncio.sleep(0)
+            await asyncio.sleep(0)
+        else:
+            yielded._asyncio_future_blocking = False
+            if not yielded.done():
+                waiter: asyncio.Future[None] = loop.create_future()
+                yielded.add_done_callback(functools.partial(_wake, waiter))
+                try:
+                    await waiter
+                except asyncio.CancelledError:  # the loop is shutting down: cancel as a task would
+                    yielded.cancel()
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
 
 
 def _finish(connection: Connection) -> None:
@@ -229,31 +328,51 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
         passes, :class:`PsycopgPoolTimeout` (an :class:`asyncio.TimeoutError`) is raised with
         psycopg_pool's ``PoolTimeout`` as its cause. ``kwargs`` go to ``getconn`` as given.
         Raises :class:`psycopg_pool.PoolClosed` once :meth:`close_pool` or :meth:`terminate_pool`
-        began. Cancellation-safe: psycopg_pool (>= 3.3.1) gives back a connection it had assigned
-        to a cancelled ``getconn``, and the connection is recorded as handed out in the same step
-        that returns it.
+        began.
+
+        A connection the server already closed is never handed out: psycopg learns of that only at
+        its next I/O, so each connection is checked without a round trip (is its socket readable
+        while idle? then libpq reads what is there: end-of-file or a termination message). A dead
+        one goes back to the pool, which replaces it, and the next idle one is tried; when none is
+        left, ``psycopg.OperationalError`` (``CONNECTION_LOST``) is raised so the core re-probes the
+        host instead of waiting for a new connection to a server that may be gone.
+
+        Cancellation-safe: psycopg_pool (>= 3.3.1) gives back a connection it had assigned to a
+        cancelled ``getconn``, and the connection is recorded as handed out in the same step that
+        returns it.
         """
         state = self._state(pool)
         if state is not None and state.closing:
             raise psycopg_pool.PoolClosed(f"the pool {pool.name!r} is closing")
-        try:
-            connection = await pool.getconn(timeout=timeout, **kwargs)
-        except psycopg_pool.PoolTimeout as exc:
-            raise PsycopgPoolTimeout(f"pool {pool.name!r}: {exc}") from exc
-        if state is not None:
-            state.checked_out(connection)
-        return connection
+        while True:
+            try:
+                connection = await pool.getconn(timeout=timeout, **kwargs)
+            except psycopg_pool.PoolTimeout as exc:
+                raise PsycopgPoolTimeout(f"pool {pool.name!r}: {exc}") from exc
+            reason = _closed_by_server(connection)
+            if reason is None:
+                if state is not None:
+                    state.checked_out(connection)
+                return connection
+            await _run_to_completion(pool.putconn(connection))
+            if pool.get_stats()["pool_available"] == 0:
+                raise psycopg.OperationalError(
+                    f"the server closed the idle connections of pool {pool.name!r}: {reason}"
+                )
 
     async def release(self, pool: Pool, connection: Connection, **kwargs: Any) -> None:
         """Give ``connection`` back to ``pool`` (``pool.putconn``).
 
         psycopg_pool rolls back an open transaction (and runs the ``reset`` callback, if any);
         a closed or broken connection is discarded and replaced. ``kwargs`` go to ``putconn``.
+        Cancelling the caller does not interrupt the return: it completes in the background, so
+        the connection is never lost (psycopg_pool alone would lose it, see
+        :func:`_run_to_completion`).
         """
         state = self._state(pool)
         if state is not None:
             state.checked_in(connection)
-        await pool.putconn(connection, **kwargs)
+        await _run_to_completion(pool.putconn(connection, **kwargs))
 
     async def close_pool(self, pool: Pool) -> None:
         """Close ``pool`` gracefully.

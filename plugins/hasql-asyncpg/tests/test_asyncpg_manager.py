@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 from asyncpg_helpers import DRIVER_NAME, eventually
 
@@ -27,7 +28,10 @@ async def test_readme_example(shared_cluster: Any) -> None:
         async def replica_count() -> Any:
             async with pm.acquire_replica() as conn:
                 assert await conn.fetchval("SELECT pg_is_in_recovery()") is True
-                return await conn.fetchval("SELECT count(*) FROM hasql_readme")
+                try:
+                    return await conn.fetchval("SELECT count(*) FROM hasql_readme")
+                except asyncpg.exceptions.UndefinedTableError:  # not replayed yet
+                    return 0
 
         await eventually(replica_count, lambda count: count == 1)
         stats = [pm.driver.pool_stats(pool) for pool in pm.pools]

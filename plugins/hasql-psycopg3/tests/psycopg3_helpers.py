@@ -86,3 +86,12 @@ def client_sockets(port: int) -> int:
         if target.startswith("socket:[") and target[8:-1] in inodes:
             count += 1
     return count
+
+
+async def shut(driver: Any, pool: Any) -> None:
+    """Test clean-up: close ``pool`` gracefully, or terminate it when a failed test holds one of
+    its connections (a graceful close would wait for it forever)."""
+    try:
+        await asyncio.wait_for(driver.close_pool(pool), 5.0)
+    except asyncio.TimeoutError:
+        await driver.terminate_pool(pool)

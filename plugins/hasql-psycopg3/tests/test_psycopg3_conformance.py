@@ -12,6 +12,8 @@ from hasql_core.testing.conformance import SqlRunner, conformance_cluster, confo
 
 __all__ = ["conformance_cluster", "conformance_manager"]
 
+pytestmark = pytest.mark.timeout(180)
+
 
 class PsycopgSql:
     """Runs the suite's SQL on psycopg ``AsyncConnection`` objects (not autocommit by default)."""

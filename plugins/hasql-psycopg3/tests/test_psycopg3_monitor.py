@@ -8,12 +8,14 @@ import time
 import psycopg
 import pytest
 from hasql_psycopg3.driver import MONITOR_APPLICATION_NAME, PsycopgDriver
-from psycopg3_helpers import backends, client_sockets, node_dsn
+from psycopg3_helpers import backends, client_sockets, node_dsn, shut
 
 from hasql_core.probe import PROBE_QUERY, parse_probe_row
 from hasql_core.testing.cluster import LocalCluster
 
 IDLE = psycopg.pq.TransactionStatus.IDLE
+
+pytestmark = pytest.mark.timeout(120)
 
 
 async def test_probe_on_primary_and_standby(cluster: LocalCluster, driver: PsycopgDriver) -> None:
@@ -105,7 +107,7 @@ async def test_monitor_reaches_a_standby_whatever_target_session_attrs_says(
         conn = await driver.acquire(pool, 5.0)
         await driver.release(pool, conn)
     finally:
-        await driver.close_pool(pool)
+        await shut(driver, pool)
 
 
 @pytest.mark.hasql_cluster(replicas=1)

@@ -13,11 +13,13 @@ import psycopg
 import psycopg_pool
 import pytest
 from hasql_psycopg3.driver import PsycopgDriver, PsycopgPoolTimeout
-from psycopg3_helpers import backends, client_sockets, eventually, node_dsn, pool_tasks
+from psycopg3_helpers import backends, client_sockets, eventually, node_dsn, pool_tasks, shut
 
 from hasql_core.driver import ErrorKind
 from hasql_core.errors import ConfigurationError
 from hasql_core.testing.cluster import LocalCluster
+
+pytestmark = pytest.mark.timeout(120)
 
 
 async def test_pool_sizes_are_exactly_what_the_user_asked(
@@ -41,10 +43,10 @@ async def test_pool_sizes_are_exactly_what_the_user_asked(
             await driver.release(pool, conn)
         assert len(await backends(cluster, cluster.primary, app_name)) == 5
     finally:
-        await driver.close_pool(pool)
+        await shut(driver, pool)
     assert options == snapshot
     assert options["kwargs"] is kwargs_before
-    assert await backends(cluster, cluster.primary, app_name) == []
+    assert await eventually(lambda: _no_backends(cluster, app_name), "the connections to close")
 
 
 async def test_pool_stats_in_use_is_not_the_pool_size(
@@ -65,7 +67,7 @@ async def test_pool_stats_in_use_is_not_the_pool_size(
         stats = driver.pool_stats(pool)
         assert (stats.size, stats.idle, stats.in_use) == (3, 3, 0)
     finally:
-        await driver.close_pool(pool)
+        await shut(driver, pool)
 
 
 @pytest.mark.parametrize("option", ["conninfo", "open"])
@@ -130,8 +132,8 @@ async def test_handed_out_connections_keep_the_user_settings(
         finally:
             await driver.release(auto, conn)
     finally:
-        await driver.close_pool(plain)
-        await driver.close_pool(auto)
+        await shut(driver, plain)
+        await shut(driver, auto)
 
 
 async def test_pool_timeout_is_an_asyncio_timeout_with_the_pool_timeout_as_cause(
@@ -153,7 +155,7 @@ async def test_pool_timeout_is_an_asyncio_timeout_with_the_pool_timeout_as_cause
         again = await driver.acquire(pool, 1.0)
         await driver.release(pool, again)
     finally:
-        await driver.close_pool(pool)
+        await shut(driver, pool)
 
 
 async def test_close_pool_waits_for_handed_out_connections(
@@ -287,7 +289,7 @@ async def test_cancelled_acquires_and_releases_leak_nothing(
         for conn in held:
             await driver.release(pool, conn)
     finally:
-        await driver.close_pool(pool)
+        await shut(driver, pool)
     assert await eventually(lambda: _no_backends(cluster, app_name), "the connections to close")
 
 
@@ -319,7 +321,7 @@ async def test_expire_idle_replaces_every_connection_opened_before(
         for conn in held:
             await driver.release(pool, conn)
     finally:
-        await driver.close_pool(pool)
+        await shut(driver, pool)
     # On a closed pool it does nothing.
     await driver.expire_idle(pool)
 
@@ -405,7 +407,7 @@ async def test_connections_closed_by_the_server_are_not_handed_out(
         await conn.execute("SELECT 1")
         await driver.release(pool, conn)
     finally:
-        await driver.close_pool(pool)
+        await shut(driver, pool)
 
 
 async def _idle(driver: PsycopgDriver, pool: Any, count: int) -> bool:

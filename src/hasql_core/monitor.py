@@ -21,7 +21,7 @@ import attrs
 from .deadline import within
 from .driver import Driver
 from .host_state import HostState, Role
-from .probe import PROBE_QUERY, parse_probe_row
+from .probe import PROBE_QUERY, parse_probe_row, state_from_probe
 from .topology import HostEntry, Topology
 
 log = logging.getLogger("hasql_core.monitor")
@@ -124,24 +124,12 @@ class HostMonitor:
             await self._fail(error)
         else:
             entry.record_rtt(rtt)
-            role = Role.STANDBY if result.in_recovery else Role.PRIMARY
-            state = HostState(
-                host=entry.state.host,
-                port=entry.state.port,
-                role=role,
-                read_only=result.read_only,
-                wal_lsn=result.wal_lsn,
-                receive_lsn=result.receive_lsn,
-                lag_seconds=result.replay_age,
-                timeline=result.timeline,
-                rtt=rtt,
-                checked_at=time.time(),
-            )
+            state = state_from_probe(entry.state.host, entry.state.port, result, rtt)
             if entry.pool is None:
                 await self._open_pool()
             was_primary = entry.state.role is Role.PRIMARY
             self._topology.update(entry, state)
-            if was_primary and role is not Role.PRIMARY:
+            if was_primary and state.role is not Role.PRIMARY:
                 self._expire_idle()
         entry.checks += 1
         self._topology.wake_waiters()

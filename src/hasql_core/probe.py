@@ -7,10 +7,13 @@ the branch that runs on a primary).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
+
+from .host_state import HostState, Role
 
 #: Columns, in order: in_recovery, read_only, wal_lsn, receive_lsn, replay_age_s, timeline.
 #: LSNs are byte positions (bigint). On a primary ``wal_lsn`` is the current write position and the
@@ -64,4 +67,21 @@ def parse_probe_row(row: Sequence[Any]) -> ProbeResult:
         receive_lsn=_opt_int(receive_lsn),
         replay_age=None if replay_age is None else float(replay_age),
         timeline=_opt_int(timeline),
+    )
+
+
+def state_from_probe(host: str, port: int, result: ProbeResult, rtt: float) -> HostState:
+    """The :class:`HostState` one successful probe describes, before lag is measured against the
+    primary (``lag_seconds`` holds the raw replay age until then)."""
+    return HostState(
+        host=host,
+        port=port,
+        role=Role.STANDBY if result.in_recovery else Role.PRIMARY,
+        read_only=result.read_only,
+        wal_lsn=result.wal_lsn,
+        receive_lsn=result.receive_lsn,
+        lag_seconds=result.replay_age,
+        timeline=result.timeline,
+        rtt=rtt,
+        checked_at=time.time(),
     )

@@ -24,6 +24,32 @@ from .host_state import HostState, Role
 EventSink = Callable[..., None]
 
 
+def timeline_winner(timelines: Sequence[int | None]) -> int | None:
+    """Index of the one primary on the highest timeline (unknown counts as 0), or ``None`` when
+    there is no primary or the highest timeline is shared."""
+    if not timelines:
+        return None
+    top = max(t or 0 for t in timelines)
+    best = [i for i, t in enumerate(timelines) if (t or 0) == top]
+    return best[0] if len(best) == 1 else None
+
+
+def with_standby_lag(state: HostState, primary_lsn: int | None) -> HostState:
+    """``state`` (a standby, ``lag_seconds`` holding its raw replay age) with its lag measured.
+
+    Bytes: the primary's newest position (or the standby's own received position, if further
+    ahead) minus the replay position, never below 0. Seconds: 0 when caught up, else the age of the
+    last replayed transaction.
+    """
+    reference = max(primary_lsn or 0, state.receive_lsn or 0)
+    if state.wal_lsn is None:
+        return attrs.evolve(state, lag_bytes=None, lag_seconds=None)
+    lag_bytes = max(reference - state.wal_lsn, 0)
+    return attrs.evolve(
+        state, lag_bytes=lag_bytes, lag_seconds=0.0 if lag_bytes == 0 else state.lag_seconds
+    )
+
+
 class HostEntry:
     """One host of the manager: its DSN, its pool (once opened), its latest state and its counters.
 
@@ -136,13 +162,7 @@ class Topology:
             self.primary_lsn = max(self.primary_lsn or 0, state.wal_lsn)
 
     def _with_lag(self, state: HostState) -> HostState:
-        reference = max(self.primary_lsn or 0, state.receive_lsn or 0)
-        if state.wal_lsn is None:
-            lag_bytes, lag_seconds = None, None
-        else:
-            lag_bytes = max(reference - state.wal_lsn, 0)
-            lag_seconds = 0.0 if lag_bytes == 0 else state.lag_seconds
-        state = attrs.evolve(state, lag_bytes=lag_bytes, lag_seconds=lag_seconds)
+        state = with_standby_lag(state, self.primary_lsn)
         return attrs.evolve(state, stale=self.lag_limit.exceeded_by(state))
 
     def _set_state(self, entry: HostEntry, state: HostState) -> None:
@@ -154,17 +174,12 @@ class Topology:
     def recompute(self) -> None:
         """Derive the candidate sets from the current states, then wake every waiter."""
         primaries = [e for e in self.entries if e.state.role is Role.PRIMARY]
-        winner: HostEntry | None = None
+        index = timeline_winner([e.state.timeline for e in primaries])
+        winner = None if index is None else primaries[index]
         tie: tuple[HostEntry, ...] = ()
-        if len(primaries) == 1:
-            winner = primaries[0]
-        elif primaries:
+        if primaries and winner is None:
             top = max(e.state.timeline or 0 for e in primaries)
-            best = [e for e in primaries if (e.state.timeline or 0) == top]
-            if len(best) == 1:
-                winner = best[0]
-            else:
-                tie = tuple(best)
+            tie = tuple(e for e in primaries if (e.state.timeline or 0) == top)
         for entry in primaries:
             loser = len(primaries) > 1 and entry is not winner
             if entry.state.split_brain != loser:

@@ -15,7 +15,8 @@ import attrs
 from ..driver import Driver
 from ..dsn import Dsn, split_dsn
 from ..host_state import HostState, Role
-from ..probe import PROBE_QUERY, ProbeResult, parse_probe_row
+from ..probe import PROBE_QUERY, ProbeResult, parse_probe_row, state_from_probe
+from ..topology import timeline_winner, with_standby_lag
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -77,18 +78,7 @@ async def probe_host(
         if connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(driver.close_monitor(connection), _CLOSE_TIMEOUT)
-    state = attrs.evolve(
-        base,
-        role=Role.STANDBY if result.in_recovery else Role.PRIMARY,
-        read_only=result.read_only,
-        wal_lsn=result.wal_lsn,
-        receive_lsn=result.receive_lsn,
-        lag_seconds=result.replay_age,
-        timeline=result.timeline,
-        rtt=rtt,
-        checked_at=time.time(),
-    )
-    return state, result
+    return state_from_probe(dsn.host, dsn.port, result, rtt), result
 
 
 def with_lag(states: Sequence[HostState]) -> list[HostState]:
@@ -100,26 +90,15 @@ def with_lag(states: Sequence[HostState]) -> list[HostState]:
     transaction.
     """
     primaries = [s for s in states if s.role is Role.PRIMARY]
-    winner: HostState | None = None
-    if len(primaries) == 1:
-        winner = primaries[0]
-    elif primaries:
-        top = max(s.timeline or 0 for s in primaries)
-        best = [s for s in primaries if (s.timeline or 0) == top]
-        winner = best[0] if len(best) == 1 else None
+    index = timeline_winner([s.timeline for s in primaries])
+    winner = None if index is None else primaries[index]
     primary_lsn = winner.wal_lsn if winner is not None else None
     result = []
     for state in states:
         if state.role is Role.PRIMARY:
             state = attrs.evolve(state, split_brain=len(primaries) > 1 and state is not winner)
         elif state.role is Role.STANDBY:
-            reference = max(primary_lsn or 0, state.receive_lsn or 0)
-            if state.wal_lsn is None:
-                lag_bytes, lag_seconds = None, None
-            else:
-                lag_bytes = max(reference - state.wal_lsn, 0)
-                lag_seconds = 0.0 if lag_bytes == 0 else state.lag_seconds
-            state = attrs.evolve(state, lag_bytes=lag_bytes, lag_seconds=lag_seconds)
+            state = with_standby_lag(state, primary_lsn)
         result.append(state)
     return result
 

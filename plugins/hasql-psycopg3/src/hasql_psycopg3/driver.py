@@ -40,8 +40,8 @@ from hasql_core.errors import ConfigurationError, HasqlError
 
 __all__ = ["PsycopgAliasDriver", "PsycopgDriver", "PsycopgPoolTimeout"]
 
-Connection: TypeAlias = psycopg.AsyncConnection[Any]
-Pool: TypeAlias = psycopg_pool.AsyncConnectionPool[Connection]
+AsyncConn: TypeAlias = psycopg.AsyncConnection[Any]
+AsyncPool: TypeAlias = psycopg_pool.AsyncConnectionPool[AsyncConn]
 
 #: Pool options the driver sets itself; a user who passes them gets a ConfigurationError.
 RESERVED_POOL_OPTIONS = frozenset({"conninfo", "open"})
@@ -82,26 +82,26 @@ class _PoolState:
 
     __slots__ = ("all_returned", "close_task", "closing", "handed_out", "pool", "workers")
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: AsyncPool) -> None:
         self.pool = pool  # keeps id(pool) unique while the state is registered
-        self.handed_out: set[Connection] = set()
+        self.handed_out: set[AsyncConn] = set()
         self.all_returned = asyncio.Event()
         self.all_returned.set()
         self.closing = False
         self.workers: set[asyncio.Task[Any]] = set()
         self.close_task: asyncio.Future[None] | None = None
 
-    def checked_out(self, connection: Connection) -> None:
+    def checked_out(self, connection: AsyncConn) -> None:
         self.handed_out.add(connection)
         self.all_returned.clear()
 
-    def checked_in(self, connection: Connection) -> None:
+    def checked_in(self, connection: AsyncConn) -> None:
         self.handed_out.discard(connection)
         if not self.handed_out:
             self.all_returned.set()
 
 
-def _shutdown_socket(connection: Connection) -> bool:
+def _shutdown_socket(connection: AsyncConn) -> bool:
     """Shut the connection's socket down (both ways) without closing the file descriptor.
 
     A task blocked on the socket wakes up at once and sees end-of-file, and libpq then drops the
@@ -131,7 +131,7 @@ def _readable(fd: int) -> bool:
     return bool(readable)
 
 
-def _closed_by_server(connection: Connection) -> str | None:
+def _closed_by_server(connection: AsyncConn) -> str | None:
     """Why an idle connection is unusable, or None when it looks usable; no round trip.
 
     An idle connection's socket has nothing to read unless the server sent something unasked:
@@ -215,7 +215,7 @@ async def _resume(coro: Coroutine[Any, None, None], yielded: Any) -> None:
             return
 
 
-def _finish(connection: Connection) -> None:
+def _finish(connection: AsyncConn) -> None:
     """Close a connection at once, on the client side only (sends no query, awaits nothing).
 
     ``AsyncConnection.close()`` would hand a pool connection back to its pool when the pool was made
@@ -229,14 +229,14 @@ def _forget(task: asyncio.Future[Any]) -> None:
     task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
 
 
-def _close_if_connected(task: asyncio.Future[Connection]) -> None:
+def _close_if_connected(task: asyncio.Future[AsyncConn]) -> None:
     """Done-callback of an abandoned connect: close the connection if it was made after all."""
     if task.cancelled() or task.exception() is not None:
         return
     _finish(task.result())
 
 
-class PsycopgDriver(Driver[Pool, Connection, Connection]):
+class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
     """hasql-core driver for psycopg 3 (``psycopg.AsyncConnection``, ``psycopg_pool``).
 
     Pools are :class:`psycopg_pool.AsyncConnectionPool` built with the user's
@@ -269,12 +269,12 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
         """
         return make_conninfo(dsn.to_conninfo(), target_session_attrs="any", **overrides)
 
-    def _state(self, pool: Pool) -> _PoolState | None:
+    def _state(self, pool: AsyncPool) -> _PoolState | None:
         return self._pools.get(id(pool))
 
     # -- pools ---------------------------------------------------------------------------------
 
-    def create_pool(self, dsn: Dsn, pool_options: Mapping[str, Any]) -> Pool:
+    def create_pool(self, dsn: Dsn, pool_options: Mapping[str, Any]) -> AsyncPool:
         """Build an unopened :class:`psycopg_pool.AsyncConnectionPool` for ``dsn``'s host.
 
         Does no I/O and never modifies ``pool_options`` (it is copied; the only addition to the
@@ -291,11 +291,13 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
             )
         options = dict(pool_options)
         options.setdefault("name", str(dsn.hosts[0]))
-        pool: Pool = psycopg_pool.AsyncConnectionPool(self.conninfo(dsn), open=False, **options)
+        pool: AsyncPool = psycopg_pool.AsyncConnectionPool(
+            self.conninfo(dsn), open=False, **options
+        )
         self._pools[id(pool)] = _PoolState(pool)
         return pool
 
-    async def open_pool(self, pool: Pool) -> None:
+    async def open_pool(self, pool: AsyncPool) -> None:
         """Open ``pool`` and wait until it holds ``min_size`` connections.
 
         Waits at most the pool's ``timeout`` option (psycopg_pool's default: 30 s); the core
@@ -321,7 +323,7 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
             await self._shut(pool, state, TERMINATE_WORKERS_TIMEOUT)
             raise
 
-    async def acquire(self, pool: Pool, timeout: float | None, **kwargs: Any) -> Connection:
+    async def acquire(self, pool: AsyncPool, timeout: float | None, **kwargs: Any) -> AsyncConn:
         """Take a connection from ``pool`` (``pool.getconn``); the caller must :meth:`release` it.
 
         ``timeout`` bounds the wait; ``None`` leaves it to the pool's ``timeout`` option. When it
@@ -360,7 +362,7 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
                     f"the server closed the idle connections of pool {pool.name!r}: {reason}"
                 )
 
-    async def release(self, pool: Pool, connection: Connection, **kwargs: Any) -> None:
+    async def release(self, pool: AsyncPool, connection: AsyncConn, **kwargs: Any) -> None:
         """Give ``connection`` back to ``pool`` (``pool.putconn``).
 
         psycopg_pool rolls back an open transaction (and runs the ``reset`` callback, if any);
@@ -374,7 +376,7 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
             state.checked_in(connection)
         await _run_to_completion(pool.putconn(connection, **kwargs))
 
-    async def close_pool(self, pool: Pool) -> None:
+    async def close_pool(self, pool: AsyncPool) -> None:
         """Close ``pool`` gracefully.
 
         New acquires fail at once with :class:`psycopg_pool.PoolClosed`; then this waits, without
@@ -389,7 +391,7 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
             await state.all_returned.wait()
         await self._shut(pool, state, CLOSE_WORKERS_TIMEOUT)
 
-    async def terminate_pool(self, pool: Pool) -> None:
+    async def terminate_pool(self, pool: AsyncPool) -> None:
         """Close ``pool`` and all of its connections at once, handed-out ones included.
 
         A handed-out connection's socket is shut down first, so a query running on it fails at
@@ -410,7 +412,9 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
                 _finish(conn)
         await self._shut(pool, state, TERMINATE_WORKERS_TIMEOUT)
 
-    async def _shut(self, pool: Pool, state: _PoolState | None, workers_timeout: float) -> None:
+    async def _shut(
+        self, pool: AsyncPool, state: _PoolState | None, workers_timeout: float
+    ) -> None:
         """Close ``pool`` (once, shielded from cancellation) and make sure its tasks are gone.
 
         psycopg_pool's ``close()`` takes the idle connections out of the pool, waits up to
@@ -433,7 +437,7 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
         state.workers.clear()
         self._pools.pop(id(pool), None)
 
-    async def expire_idle(self, pool: Pool) -> None:
+    async def expire_idle(self, pool: AsyncPool) -> None:
         """Close the pool's idle connections and open new ones (``pool.drain()``).
 
         Connections handed out now are closed when they are released instead of going back to
@@ -444,7 +448,7 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
             return
         await pool.drain()
 
-    def pool_stats(self, pool: Pool) -> PoolStats:
+    def pool_stats(self, pool: AsyncPool) -> PoolStats:
         """The pool's size figures, from ``pool.get_stats()`` and the driver's own count.
 
         ``min``/``max`` are the pool's bounds, ``size`` psycopg_pool's ``pool_size`` (connections
@@ -463,7 +467,7 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
 
     # -- connections ---------------------------------------------------------------------------
 
-    def is_connection_closed(self, connection: Connection) -> bool:
+    def is_connection_closed(self, connection: AsyncConn) -> bool:
         """True when ``connection`` is closed, by the client or because it broke."""
         return connection.closed
 
@@ -511,7 +515,7 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
 
     # -- the monitor connection ----------------------------------------------------------------
 
-    async def connect_monitor(self, dsn: Dsn, timeout: float) -> Connection:
+    async def connect_monitor(self, dsn: Dsn, timeout: float) -> AsyncConn:
         """Open an autocommit ``AsyncConnection`` to ``dsn``'s host, within ``timeout`` seconds.
 
         Autocommit is what keeps every probe on a fresh snapshot: in a transaction begun during
@@ -522,24 +526,24 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
         overrides = {"connect_timeout": str(max(2, math.ceil(timeout)))}
         if "application_name" not in dsn.options():
             overrides["application_name"] = MONITOR_APPLICATION_NAME
-        connect = asyncio.ensure_future(
+        connecting = asyncio.ensure_future(
             psycopg.AsyncConnection.connect(self.conninfo(dsn, **overrides), autocommit=True)
         )
         try:
-            done, _ = await asyncio.wait({connect}, timeout=timeout)
+            done, _ = await asyncio.wait({connecting}, timeout=timeout)
         except BaseException:
-            connect.cancel()
-            connect.add_done_callback(_close_if_connected)
+            connecting.cancel()
+            connecting.add_done_callback(_close_if_connected)
             raise
         if not done:
-            connect.cancel()
-            connect.add_done_callback(_close_if_connected)
+            connecting.cancel()
+            connecting.add_done_callback(_close_if_connected)
             raise asyncio.TimeoutError(
                 f"connecting to {dsn.hosts[0]} took longer than {timeout:g} s"
             )
-        return connect.result()
+        return connecting.result()
 
-    async def probe(self, connection: Connection, query: str) -> Sequence[Any]:
+    async def probe(self, connection: AsyncConn, query: str) -> Sequence[Any]:
         """Run ``query`` on the monitor connection; return its first row as a tuple.
 
         Cancellation returns at once even when the server is hung: the query runs in a child task,
@@ -559,14 +563,14 @@ class PsycopgDriver(Driver[Pool, Connection, Connection]):
             raise
 
     @staticmethod
-    async def _fetch_row(connection: Connection, query: str) -> tuple[Any, ...]:
+    async def _fetch_row(connection: AsyncConn, query: str) -> tuple[Any, ...]:
         cursor = await connection.execute(query)
         row = await cursor.fetchone()
         if row is None:
             raise psycopg.ProgrammingError("the probe query returned no row")
         return tuple(row)
 
-    async def close_monitor(self, connection: Connection) -> None:
+    async def close_monitor(self, connection: AsyncConn) -> None:
         """Close a monitor connection on the client side; never waits for the server.
 
         libpq sends the server a termination message if the socket takes it at once, and closes

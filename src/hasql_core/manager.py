@@ -502,7 +502,7 @@ class PoolManager:
                         raise
                     # The host failed under us: re-probe it, try another one within the deadline.
                     entry.count_error(kind.value)
-                    self._monitors[self._entries.index(entry)].wake()
+                    self._suspect(entry)
                     excluded = (excluded or set()) | {entry}
                     retried = True
                     continue
@@ -548,7 +548,7 @@ class PoolManager:
         try:
             if self._driver.is_connection_closed(connection):
                 entry.count_error(ErrorKind.CONNECTION_LOST.value)
-                self._monitors[self._entries.index(entry)].wake()
+                self._suspect(entry)
             if entry.pool is not None:
                 await self._driver.release(entry.pool, connection, **kwargs)
         finally:
@@ -575,7 +575,12 @@ class PoolManager:
                 entry.state.name,
                 kind.value,
             )
-            self._monitors[self._entries.index(entry)].wake()
+            self._suspect(entry)
+
+    def _suspect(self, entry: HostEntry) -> None:
+        """A host failed under a connection: route nothing new to it until it has been re-probed."""
+        self._topology.suspect(entry)
+        self._monitors[self._entries.index(entry)].wake()
 
     # -- waiting for hosts ---------------------------------------------------------------------------
 

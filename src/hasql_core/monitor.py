@@ -109,6 +109,7 @@ class HostMonitor:
     async def check_once(self) -> None:
         """One probe (connecting first when needed); never raises except on cancellation."""
         entry, timeout = self.entry, self._settings.refresh_timeout
+        begun = time.monotonic()
         try:
             if self._connection is None:
                 self._connection = await bounded(
@@ -121,20 +122,20 @@ class HostMonitor:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            await self._fail(error)
+            await self._fail(error, begun)
         else:
             entry.record_rtt(rtt)
             state = state_from_probe(entry.state.host, entry.state.port, result, rtt)
             if entry.pool is None:
                 await self._open_pool()
             was_primary = entry.state.role is Role.PRIMARY
-            self._topology.update(entry, state)
+            self._topology.update(entry, state, begun)
             if was_primary and state.role is not Role.PRIMARY:
                 self._expire_idle()
         entry.checks += 1
         self._topology.wake_waiters()
 
-    async def _fail(self, error: BaseException) -> None:
+    async def _fail(self, error: BaseException, begun: float) -> None:
         entry = self.entry
         message = describe_error(error, self._secrets)
         kind = "probe_timeout" if isinstance(error, asyncio.TimeoutError) else "probe_error"
@@ -153,6 +154,7 @@ class HostMonitor:
                 last_error=message,
                 timeline=entry.state.timeline,
             ),
+            begun,
         )
         if was_primary:
             self._expire_idle()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,6 +68,7 @@ class HostEntry:
         "pool",
         "response_time",
         "state",
+        "suspect",
     )
 
     def __init__(self, dsn: Dsn, driver: Driver[Any, Any, Any], window: int) -> None:
@@ -74,6 +76,9 @@ class HostEntry:
         self._driver = driver
         self.pool: Any = None
         self.state = HostState(host=dsn.host, port=dsn.port)
+        #: When (``time.monotonic()``) a handed-out connection failed in a way that blames the
+        #: host; cleared by the first probe that started after it.
+        self.suspect: float | None = None
         self._rtts: deque[float] = deque(maxlen=window)
         #: Median probe round-trip time over the stopwatch window (seconds), None before any probe.
         self.response_time: float | None = None
@@ -128,6 +133,10 @@ class LagLimit:
         )
 
 
+def _usable(entry: HostEntry) -> bool:
+    return entry.pool is not None and entry.suspect is None
+
+
 class Topology:
     """The hosts' states and the candidate sets routing reads from them."""
 
@@ -152,14 +161,26 @@ class Topology:
 
     # -- updates (monitor side) ----------------------------------------------------------------------
 
-    def update(self, entry: HostEntry, state: HostState) -> None:
-        """Record a new state for ``entry`` (lag and staleness are filled in here) and recompute."""
+    def update(self, entry: HostEntry, state: HostState, probe_started: float) -> None:
+        """Record a new state for ``entry`` (lag and staleness are filled in here) and recompute.
+
+        ``probe_started`` is the ``time.monotonic()`` at which the probe began: only a probe that
+        began after the host was suspected clears the suspicion.
+        """
         if state.role is Role.STANDBY:
             state = self._with_lag(state)
+        if entry.suspect is not None and probe_started >= entry.suspect:
+            entry.suspect = None
         self._set_state(entry, attrs.evolve(state, split_brain=entry.state.split_brain))
         self.recompute()
         if entry is self.primary and state.wal_lsn is not None:
             self.primary_lsn = max(self.primary_lsn or 0, state.wal_lsn)
+
+    def suspect(self, entry: HostEntry) -> None:
+        """Take ``entry`` out of the candidate sets until its next probe result arrives."""
+        if entry.suspect is None:
+            entry.suspect = time.monotonic()
+            self.recompute()
 
     def _with_lag(self, state: HostState) -> HostState:
         state = with_standby_lag(state, self.primary_lsn)
@@ -190,9 +211,9 @@ class Topology:
         self._report_split_brain(primaries, winner)
         self.split_brain_tie = tie
         self.primary = winner
-        self.writable = winner if winner is not None and winner.pool is not None else None
+        self.writable = winner if winner is not None and _usable(winner) else None
         self.standbys = tuple(
-            e for e in self.entries if e.state.role is Role.STANDBY and e.pool is not None
+            e for e in self.entries if e.state.role is Role.STANDBY and _usable(e)
         )
         self.fresh_standbys = tuple(e for e in self.standbys if not e.state.stale)
         self.wake_waiters()

@@ -191,3 +191,21 @@ async def test_connection_lost_on_acquire_tries_another_host(make_manager):
     got = {await served_by(pm, read_only=True) for _ in range(10)}
     assert "db2:5432" in got
     assert pm.metrics().hosts[1].errors.get("connection_lost") == 1
+
+
+async def test_host_blamed_by_a_failed_connection_gets_nothing_until_reprobed(
+    cluster, make_manager
+):
+    pm = make_manager(cluster, refresh_delay=60.0)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.hosts[0].demote()
+    cluster.hosts[1].promote()
+    cluster.hosts[0].latency = 0.3  # the re-probe of db0 takes a while
+    with pytest.raises(Exception, match="read-only"):
+        async with pm.acquire_master() as conn:
+            await conn.execute("INSERT 1")
+    # db0 still reads as primary until its slow re-probe ends, but it is held back meanwhile:
+    # the next write waits for the fast probes and lands on the new primary without failing.
+    assert pm.host_states()[0].role is Role.PRIMARY
+    async with pm.acquire_master() as conn:
+        assert await conn.execute("INSERT 2") == "db1:5432"

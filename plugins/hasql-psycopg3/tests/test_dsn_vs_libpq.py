@@ -44,7 +44,9 @@ label = st.from_regex(r"[a-z][a-z0-9\-]{0,8}", fullmatch=True)
 hostname = st.builds(lambda parts: ".".join(parts), st.lists(label, min_size=1, max_size=3))
 ipv4 = st.ip_addresses(v=4).map(str)
 ipv6 = st.ip_addresses(v=6).map(str)
-host = st.one_of(hostname, ipv4, ipv6)
+# A Unix-socket directory: any path (',' separates hosts, so none in it).
+socket_dir = st.builds(lambda rest: "/" + rest, text.filter(lambda t: "," not in t))
+host = st.one_of(hostname, ipv4, ipv6, socket_dir)
 port = st.integers(1, 65535)
 
 
@@ -87,10 +89,16 @@ def as_conninfo(parts: dict[str, Any], spacing: str, equals: str) -> str:
     return spacing.join(f"{key}{equals}{_quote_value(value)}" for key, value in items)
 
 
+def _url_host(name: str) -> str:
+    if name.startswith("/"):  # a socket directory: percent-encoded in the authority
+        return quote(name, safe="")
+    return f"[{name}]" if ":" in name else name
+
+
 def as_url(parts: dict[str, Any], scheme: str) -> str:
     netloc = []
     for index, name in enumerate(parts["hosts"]):
-        shown = f"[{name}]" if ":" in name else name
+        shown = _url_host(name)
         if parts["ports"] is not None:
             shown += f":{parts['ports'][index]}"
         netloc.append(shown)

@@ -27,6 +27,8 @@ async def one_run(driver: str) -> tuple[float, int]:
             successes: list[float] = []
             failures = 0
             stop = False
+            promoted = float("inf")
+            resumed = asyncio.Event()
 
             async def writer() -> None:
                 nonlocal failures
@@ -39,6 +41,8 @@ async def one_run(driver: str) -> tuple[float, int]:
                             else:
                                 await conn.execute("INSERT INTO t DEFAULT VALUES")
                         successes.append(time.monotonic())
+                        if successes[-1] > promoted:
+                            resumed.set()
                     except Exception:
                         failures += 1
                     await asyncio.sleep(0.01)
@@ -51,8 +55,7 @@ async def one_run(driver: str) -> tuple[float, int]:
             await asyncio.to_thread(cluster.promote, new)
             promoted = time.monotonic()
             await asyncio.to_thread(cluster.repoint, other, new)
-            while not any(t > promoted for t in successes):
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(resumed.wait(), 30)
             stop = True
             await task
             first = min(t for t in successes if t > promoted)

@@ -105,10 +105,27 @@ def demo(session: nox.Session) -> None:
     session.run("hasql", "demo", *session.posargs)
 
 
+#: What ``nox -s bench`` measures against: hasql 0.10 from PyPI, the raw drivers, and matplotlib for
+#: the failover chart. Profilers come along for looking into a missed target.
+BENCH_PACKAGES = [
+    "hasql==0.10.0",
+    "asyncpg",
+    "psycopg[binary]",
+    "psycopg-pool",
+    "matplotlib",
+    "py-spy",
+    "pyinstrument",
+]
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the raw drivers and hasql 0.10, measured in one run."""
+    """Benchmarks against the raw drivers and hasql 0.10, measured in one run.
+
+    Writes a Markdown report, a JSON file and a failover chart into ``bench-results/`` (see
+    ``bench/README.md``). ``nox -s bench -- --quick`` is a smoke run of about two minutes.
+    """
     session.install(
-        ".[testing]", "./plugins/hasql-asyncpg", "./plugins/hasql-psycopg3", "hasql==0.10.0"
+        ".[testing]", "./plugins/hasql-asyncpg", "./plugins/hasql-psycopg3", *BENCH_PACKAGES
     )
     session.run("python", "bench/run.py", *session.posargs)

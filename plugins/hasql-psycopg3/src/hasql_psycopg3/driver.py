@@ -229,6 +229,18 @@ def _forget(task: asyncio.Future[Any]) -> None:
     task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
 
 
+async def _abandon(connecting: asyncio.Future[AsyncConn]) -> None:
+    """Cancel a connection attempt and wait (briefly) until it has let go of its socket.
+
+    A connection that got made all the same is closed. Cancelling the caller again only stops the
+    wait; the attempt still ends on its own.
+    """
+    connecting.cancel()
+    connecting.add_done_callback(_close_if_connected)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait({connecting}, timeout=TASK_END_TIMEOUT)
+
+
 def _close_if_connected(task: asyncio.Future[AsyncConn]) -> None:
     """Done-callback of an abandoned connect: close the connection if it was made after all."""
     if task.cancelled() or task.exception() is not None:
@@ -532,12 +544,10 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         try:
             done, _ = await asyncio.wait({connecting}, timeout=timeout)
         except BaseException:
-            connecting.cancel()
-            connecting.add_done_callback(_close_if_connected)
+            await _abandon(connecting)
             raise
         if not done:
-            connecting.cancel()
-            connecting.add_done_callback(_close_if_connected)
+            await _abandon(connecting)
             raise asyncio.TimeoutError(
                 f"connecting to {dsn.hosts[0]} took longer than {timeout:g} s"
             )

@@ -201,10 +201,10 @@ def _timeline(
     ops: list[Op], zero: float, start: float, end: float, bad: Callable[[Op], bool]
 ) -> dict[str, list[float]]:
     """Good and bad operations per bin (by the time they ended), relative to ``zero``."""
-    bins = int((end - start) / BIN) + 1
+    bins = int((end - start) / BIN)  # whole bins only: a partial last bin would read as a drop
     good, failed = [0] * bins, [0] * bins
     for op in ops:
-        if op.end is None or op.end < start or op.end >= end:
+        if op.end is None or op.end < start or op.end >= start + bins * BIN:
             continue
         index = int((op.end - start) / BIN)
         if bad(op):
@@ -256,10 +256,19 @@ def _analyse(
         )
         result["first_write_after_promotion"] = None if first is None else first - promote
         faulty = target.primary
+    failed_starts = [op.start for op in after if not op.ok]
+    result["failing_until"] = max(failed_starts) - fault if failed_starts else 0.0
     if faulty is not None:
         handed = [op.acquired for op in ops if op.port == faulty and (op.acquired or 0) >= fault]
         result["last_handed_out_faulty"] = max(handed) - fault if handed else 0.0
         result["handed_out_faulty"] = len(handed)
+    if scenario in ("frozen_primary", "frozen_replica"):
+        # Every failure here is the frozen host's doing: an operation stuck on one of its
+        # connections or waiting for its exhausted pool. So the host stopped getting operations
+        # at the later of its last connection handed out and the start of the last failure.
+        result["last_routed_faulty"] = max(
+            result["last_handed_out_faulty"], result["failing_until"]
+        )
 
     limit = MAX_LAG if scenario == "lagging_replica" else None
 

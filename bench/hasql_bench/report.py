@@ -67,19 +67,22 @@ METRICS: dict[str, list[Metric]] = {
         Metric("first_write_after_promotion", "promotion → first successful write", "s"),
         Metric("failed", "failed write attempts", "count"),
         Metric("longest", "longest write", "s"),
+        Metric("failing_until", "last failed write started (after kill)", "s"),
     ],
     "frozen_primary": [
         Metric("first_write_after_promotion", "promotion → first successful write", "s"),
         Metric("failed", "failed write attempts", "count"),
         Metric("hung", "writes hung (> 3 s)", "count"),
         Metric("longest", "longest write", "s"),
-        Metric("last_handed_out_faulty", "frozen primary last handed a write (after freeze)", "s"),
+        Metric("last_routed_faulty", "frozen primary stopped getting writes (after freeze)", "s"),
+        Metric("last_handed_out_faulty", "its last connection handed out", "s"),
     ],
     "frozen_replica": [
         Metric("failed", "failed reads", "count"),
         Metric("hung", "reads hung (> 3 s)", "count"),
         Metric("longest", "longest read", "s"),
-        Metric("last_handed_out_faulty", "frozen host last handed out (after freeze)", "s"),
+        Metric("last_routed_faulty", "frozen host stopped being handed out (after freeze)", "s"),
+        Metric("last_handed_out_faulty", "its last connection handed out", "s"),
     ],
     "lagging_replica": [
         Metric("share_beyond_limit", "share of reads beyond the lag limit", "pct"),
@@ -88,6 +91,11 @@ METRICS: dict[str, list[Metric]] = {
         Metric("failed", "failed reads", "count"),
     ],
 }
+
+
+def metric_of(scenario: str, key: str) -> Metric:
+    """The metric ``key`` of ``scenario``."""
+    return next(m for m in METRICS[scenario] if m.key == key)
 
 
 def _ops(value: float | None) -> str:
@@ -227,14 +235,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         (
             "crash",
             "promotion → first successful write < 0.2 s (crash, default settings)",
-            METRICS["crash"][0],
+            metric_of("crash", "first_write_after_promotion"),
             lambda v: v < 0.2,
             "",
         ),
         (
             "frozen_primary",
             "promotion → first successful write < 0.2 s (frozen primary, default settings)",
-            METRICS["frozen_primary"][0],
+            metric_of("frozen_primary", "first_write_after_promotion"),
             lambda v: v < 0.2,
             "",
         ),
@@ -242,14 +250,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "frozen_primary",
             f"frozen primary stops receiving writes within refresh_delay + refresh_timeout "
             f"({detection:g} s)",
-            METRICS["frozen_primary"][4],
+            metric_of("frozen_primary", "last_routed_faulty"),
             lambda v: v <= detection,
             "",
         ),
         (
             "lagging_replica",
             "no read served by a replica beyond max_lag",
-            METRICS["lagging_replica"][1],
+            metric_of("lagging_replica", "reads_beyond_limit"),
             lambda v: v == 0,
             "",
         ),

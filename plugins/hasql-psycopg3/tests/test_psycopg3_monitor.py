@@ -149,7 +149,7 @@ async def test_cancelled_probe_on_a_frozen_host_returns_at_once(
         assert time.monotonic() - started < 1.0
         started = time.monotonic()
         await driver.close_monitor(monitor)
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 0.5
         assert monitor.closed
         assert client_sockets(node.port) == 0
         assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []

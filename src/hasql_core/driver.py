@@ -44,7 +44,8 @@ class ErrorKind(enum.Enum):
 class PoolStats:
     """A snapshot of one pool's size, with the same meaning for every driver.
 
-    ``size`` counts open connections, idle or handed out. ``idle`` counts open connections waiting in the
+    ``size`` counts open connections, idle or handed out (and, for some libraries, connections being
+    opened or being returned). ``idle`` counts open connections waiting in the
     pool. ``in_use`` counts connections handed out. ``free`` is the number of further acquires that can
     succeed without waiting: idle connections plus capacity not yet opened (``max - size``).
     """

@@ -12,10 +12,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+import attrs
 import pluggy
 
 from . import plugins
 from .acquire import AcquireContext, AcquireRequest
+from .arguments import check_weight, lag_limit, positive
 from .balancer import BalancerPolicy
 from .deadline import run_until, within
 from .driver import Driver, ErrorKind
@@ -30,7 +32,7 @@ from .errors import (
 from .host_state import HostState
 from .metrics import DriverMetrics, HasqlMetrics, HostMetrics, Metrics
 from .monitor import CLEANUP_TIMEOUT, HostMonitor, MonitorSettings
-from .topology import HostEntry, LagLimit, Topology
+from .topology import HostEntry, Topology
 
 log = logging.getLogger("hasql_core")
 
@@ -49,40 +51,15 @@ DEFAULT_MASTER_AS_REPLICA_WEIGHT = 0.0
 _HOST_FAILURES = (ErrorKind.CONNECTION_LOST, ErrorKind.READ_ONLY, ErrorKind.UNAVAILABLE)
 
 
-def _seconds(value: float | datetime.timedelta | None, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime.timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigurationError(f"{name} must be a non-negative number of seconds, got {value!r}")
-    return float(value)
+#: libpq parameters that pick among several hosts. The manager routes by role itself and connects
+#: to each host on its own, so they are dropped from every host's DSN: with
+#: ``target_session_attrs=read-write`` a standby's pool could never connect.
+_HOST_SELECTION_PARAMS = frozenset({"target_session_attrs", "load_balance_hosts"})
 
 
-def _lag_limit(max_lag: float | datetime.timedelta | None, max_lag_bytes: int | None) -> LagLimit:
-    if max_lag_bytes is not None and (
-        isinstance(max_lag_bytes, bool) or not isinstance(max_lag_bytes, int) or max_lag_bytes < 0
-    ):
-        raise ConfigurationError(
-            f"max_lag_bytes must be a non-negative integer, got {max_lag_bytes!r}"
-        )
-    return LagLimit(seconds=_seconds(max_lag, "max_lag"), bytes=max_lag_bytes)
-
-
-def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _check_weight(weight: float | None) -> None:
-    if weight is not None and (
-        isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0
-    ):
-        raise ConfigurationError(
-            f"master_as_replica_weight must be within [0, 1], got {weight!r}: 0 never uses the "
-            "primary for reads, 1 always makes it a candidate"
-        )
+def _for_one_host(dsn: Dsn) -> Dsn:
+    params = tuple((k, v) for k, v in dsn.params if k not in _HOST_SELECTION_PARAMS)
+    return dsn if len(params) == len(dsn.params) else attrs.evolve(dsn, params=params)
 
 
 class PoolManager:
@@ -135,11 +112,11 @@ class PoolManager:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         fast_refresh_delay: float = DEFAULT_FAST_REFRESH_DELAY,
     ) -> None:
-        self._acquire_timeout = _positive(acquire_timeout, "acquire_timeout")
-        self._refresh_delay = _positive(refresh_delay, "refresh_delay")
-        self._refresh_timeout = _positive(refresh_timeout, "refresh_timeout")
-        self._close_timeout = _positive(close_timeout, "close_timeout")
-        _check_weight(master_as_replica_weight)
+        self._acquire_timeout = positive(acquire_timeout, "acquire_timeout")
+        self._refresh_delay = positive(refresh_delay, "refresh_delay")
+        self._refresh_timeout = positive(refresh_timeout, "refresh_timeout")
+        self._close_timeout = positive(close_timeout, "close_timeout")
+        check_weight(master_as_replica_weight)
         if not isinstance(stopwatch_window_size, int) or stopwatch_window_size < 1:
             raise ConfigurationError(
                 f"stopwatch_window_size must be a positive integer, got {stopwatch_window_size!r}"
@@ -150,19 +127,17 @@ class PoolManager:
             )
         self._fallback_master = bool(fallback_master)
         self._master_as_replica_weight = float(master_as_replica_weight)
-        self._lag_limit = _lag_limit(max_lag, max_lag_bytes)
+        self._lag_limit = lag_limit(max_lag, max_lag_bytes)
         # A private read-only copy: the caller's dict is never modified, by us or by a driver.
         self._pool_factory_kwargs = MappingProxyType(dict(pool_factory_kwargs or {}))
-        self._dsn = split_dsn(dsn)
+        self._dsn = [_for_one_host(host_dsn) for host_dsn in split_dsn(dsn)]
         self._driver = plugins.make_driver(driver)
         self._balancer = plugins.make_policy(balancer_policy)
         self._observers: pluggy.PluginManager | None = plugins.make_observer_manager(observers)
         self._settings = MonitorSettings(
             refresh_delay=self._refresh_delay,
             refresh_timeout=self._refresh_timeout,
-            fast_delay=min(
-                _positive(fast_refresh_delay, "fast_refresh_delay"), self._refresh_delay
-            ),
+            fast_delay=min(positive(fast_refresh_delay, "fast_refresh_delay"), self._refresh_delay),
         )
         self._entries = tuple(
             HostEntry(host_dsn, self._driver, stopwatch_window_size) for host_dsn in self._dsn
@@ -264,7 +239,7 @@ class PoolManager:
             return
         self._closing = True
         await self._stop_monitor()
-        limit = self._close_timeout if timeout is None else _positive(timeout, "timeout")
+        limit = self._close_timeout if timeout is None else positive(timeout, "timeout")
         if self._handed_out:
             self._all_returned = asyncio.Event()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -387,10 +362,10 @@ class PoolManager:
                 )
             if max_lag is not None or max_lag_bytes is not None:
                 raise ConfigurationError("max_lag and max_lag_bytes apply to reads only")
-        _check_weight(master_as_replica_weight)
-        lag_limit = None
+        check_weight(master_as_replica_weight)
+        limit = None
         if max_lag is not None or max_lag_bytes is not None:
-            lag_limit = _lag_limit(max_lag, max_lag_bytes)
+            limit = lag_limit(max_lag, max_lag_bytes)
         request = AcquireRequest(
             read_only=read_only,
             fallback_master=self._fallback_master if fallback_master is None else fallback_master,
@@ -399,8 +374,8 @@ class PoolManager:
                 if master_as_replica_weight is None
                 else master_as_replica_weight
             ),
-            lag_limit=lag_limit,
-            timeout=self._acquire_timeout if timeout is None else _positive(timeout, "timeout"),
+            lag_limit=limit,
+            timeout=self._acquire_timeout if timeout is None else positive(timeout, "timeout"),
             kwargs=kwargs,
         )
         return AcquireContext(self, request)
@@ -623,7 +598,7 @@ class PoolManager:
             raise ConfigurationError(f"masters_count must not be negative, got {masters_count}")
         if replicas_count is not None and replicas_count < 0:
             raise ConfigurationError(f"replicas_count must not be negative, got {replicas_count}")
-        timeout = _positive(timeout, "timeout")
+        timeout = positive(timeout, "timeout")
         if masters_count is None or replicas_count is None:
             await self._wait_until(self._all_available, timeout, "every host")
             return
@@ -727,7 +702,7 @@ class PoolManager:
             fallback_master=False,
             weight=0.0,
             lag_limit=None,
-            timeout=self._acquire_timeout if timeout is None else _positive(timeout, "timeout"),
+            timeout=self._acquire_timeout if timeout is None else positive(timeout, "timeout"),
             kwargs=kwargs,
             entry=self._entry_of(pool),
         )

@@ -282,3 +282,14 @@ async def test_terminate_right_after_start_stops_every_monitor():
         await pm.terminate()
         assert all(task.done() for task in pm._tasks)
     assert cluster.open_connections == 0
+
+
+async def test_host_selection_parameters_are_dropped_per_host():
+    cluster = FakeCluster(2)
+    dsn = cluster.dsn + "?target_session_attrs=read-write&load_balance_hosts=random&sslmode=prefer"
+    pm = PoolManager(dsn, driver=FakeDriver(cluster))
+    try:
+        assert [d.options() for d in pm.dsn] == [{"sslmode": "prefer"}] * 2
+        await pm.ready(masters_count=1, replicas_count=1, timeout=5)
+    finally:
+        await pm.close()

@@ -25,7 +25,7 @@ TEST_TOOLS = ["pytest>=8", "pytest-asyncio>=0.24", "hypothesis>=6.100", "pytest-
 PLUGIN_ENVS: dict[str, tuple[str, list[str]]] = {
     "asyncpg": ("hasql-asyncpg", []),
     "asyncpgsa": ("hasql-asyncpg", ["asyncpgsa==0.27.1", "sqlalchemy>=1.4,<1.5"]),
-    "psycopg3": ("hasql-psycopg3", []),
+    "psycopg3": ("hasql-psycopg3", ["psycopg[binary]"]),  # no system libpq needed
     "aiopg": ("hasql-aiopg", ["sqlalchemy>=1.4,<1.5"]),
     "sqlalchemy": ("hasql-sqlalchemy", []),
 }

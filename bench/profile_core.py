@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from hasql_bench.clients import POOL_OPTIONS, sql_for
+from hasql_bench.clients import POOL_OPTIONS, pool_options, sql_for
 from pyinstrument import Profiler
 
 from hasql_core import PoolManager
@@ -54,7 +54,9 @@ async def monitor_fake(args: argparse.Namespace) -> str:
 async def monitor_real(args: argparse.Namespace) -> str:
     """An idle manager over a local 3-node cluster."""
     with LocalCluster(replicas=2) as cluster:
-        pm = PoolManager(cluster.dsn, driver=args.driver, pool_factory_kwargs=POOL_OPTIONS)
+        pm = PoolManager(
+            cluster.dsn, driver=args.driver, pool_factory_kwargs=pool_options(args.driver)
+        )
         await pm.ready(masters_count=1, replicas_count=2)
         await asyncio.sleep(1.1)
         text, cpu = await _profiled(lambda: asyncio.sleep(args.seconds), 0.0001)
@@ -94,11 +96,18 @@ async def acquire_real(args: argparse.Namespace) -> str:
     """acquire + ``SELECT 1`` + release on a local cluster."""
     sql = sql_for(args.driver)
     with LocalCluster(replicas=2) as cluster:
-        pm = PoolManager(cluster.dsn, driver=args.driver, pool_factory_kwargs=POOL_OPTIONS)
+        # The profiler slows everything down: a long acquire_timeout keeps the waits in asyncpg's
+        # pool queue (p99 of a few hundred ms at 100 tasks here, raw pool included) from tripping.
+        pm = PoolManager(
+            cluster.dsn,
+            driver=args.driver,
+            pool_factory_kwargs=pool_options(args.driver),
+            acquire_timeout=30,
+        )
         await pm.ready(masters_count=1, replicas_count=2)
         acquire = pm.acquire_replica if args.role == "replica" else pm.acquire_master
         started = time.perf_counter()
-        text, cpu = await _profiled(lambda: _loop(acquire, sql.select_one, args), 0.0001)
+        text, cpu = await _profiled(lambda: _loop(acquire, sql.select_one, args), 0.001)
         wall = time.perf_counter() - started
         await pm.close()
     return f"{args.ops} ops, {args.ops / wall:,.0f} ops/s, {cpu / args.ops * 1e6:.1f} µs CPU/op\n{text}"

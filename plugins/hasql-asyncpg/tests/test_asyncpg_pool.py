@@ -41,6 +41,7 @@ async def test_pool_has_exactly_min_size_connections_and_options_are_untouched(
         stats = driver.pool_stats(pool)
         assert stats == PoolStats(min=2, max=4, size=3, idle=0, in_use=3)
         assert stats.free == 1
+        assert driver.free_size(pool) == 1  # the cheap path agrees
         assert len(await backends(admin, app_name)) == 3
         pids = {await conn.fetchval("SELECT pg_backend_pid()") for conn in held}
         assert pids == set(await backends(admin, app_name))

@@ -57,11 +57,13 @@ async def test_pool_stats_in_use_is_not_the_pool_size(
         await driver.open_pool(pool)
         stats = driver.pool_stats(pool)
         assert (stats.size, stats.idle, stats.in_use, stats.free) == (3, 3, 0, 6)
+        assert driver.free_size(pool) == 6  # the cheap path agrees
 
         conn = await driver.acquire(pool, 5.0)
         stats = driver.pool_stats(pool)
         assert (stats.size, stats.idle, stats.in_use) == (3, 2, 1)
         assert stats.free == 2 + (6 - 3)
+        assert driver.free_size(pool) == 5
 
         await driver.release(pool, conn)
         stats = driver.pool_stats(pool)

@@ -347,6 +347,10 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
             in_use=max(size - idle, 0),
         )
 
+    def free_size(self, pool: asyncpg.Pool) -> int:
+        """Idle connections plus unopened capacity, without building a :class:`PoolStats`."""
+        return int(pool.get_max_size() - pool.get_size() + pool.get_idle_size())
+
     # -- connections -------------------------------------------------------------------------------
 
     def is_connection_closed(self, connection: asyncpg.pool.PoolConnectionProxy) -> bool:

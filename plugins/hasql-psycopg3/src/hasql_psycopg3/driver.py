@@ -477,6 +477,14 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
             min=stats["pool_min"], max=stats["pool_max"], size=size, idle=idle, in_use=in_use
         )
 
+    def free_size(self, pool: AsyncPool) -> int:
+        """``max_size`` minus the connections handed out: the contract's ``free`` at rest, without
+        building the statistics dict."""
+        state = self._state(pool)
+        if state is None:
+            return self.pool_stats(pool).free
+        return max(pool.max_size - len(state.handed_out), 0)
+
     # -- connections ---------------------------------------------------------------------------
 
     def is_connection_closed(self, connection: AsyncConn) -> bool:

@@ -30,6 +30,10 @@ T = TypeVar("T")
 
 #: How long closing a monitor connection or terminating a half-open pool may take.
 CLEANUP_TIMEOUT = 1.0
+#: A probe slower than this many times the host's median probe time is suspicious...
+SLOW_PROBE_FACTOR = 10.0
+#: ...but never one faster than this (seconds): scheduling noise is not a fault.
+SLOW_PROBE_FLOOR = 0.1
 
 
 @attrs.frozen
@@ -97,10 +101,7 @@ class HostMonitor:
                 self._probe_again = False
                 await self.check_once()
                 if not self._probe_again:
-                    fast = self._is_fast()
-                    await self._sleep(
-                        self._settings.fast_delay if fast else self._settings.refresh_delay
-                    )
+                    await self._sleep(self._next_delay())
         finally:
             for task in self._background:
                 task.cancel()
@@ -116,7 +117,14 @@ class HostMonitor:
                     self._driver.connect_monitor(entry.dsn, timeout), timeout, "connecting"
                 )
             started = time.perf_counter()
-            row = await bounded(self._driver.probe(self._connection, PROBE_QUERY), timeout, "probe")
+            alarm = self._arm_slow_probe_alarm(begun)
+            try:
+                row = await bounded(
+                    self._driver.probe(self._connection, PROBE_QUERY), timeout, "probe"
+                )
+            finally:
+                if alarm is not None:
+                    alarm.cancel()
             rtt = time.perf_counter() - started
             result = parse_probe_row(row)
         except asyncio.CancelledError:
@@ -134,6 +142,42 @@ class HostMonitor:
                 self._expire_idle()
         entry.checks += 1
         self._topology.wake_waiters()
+
+    def _next_delay(self) -> float:
+        """Seconds until the next probe: ``refresh_delay``, the fast delay while an acquire waits,
+        or sooner for a standby that is behind and would cross the lag limit before then."""
+        settings = self._settings
+        delay = settings.fast_delay if self._is_fast() else settings.refresh_delay
+        limit = self._topology.lag_limit.seconds
+        state = self.entry.state
+        if limit is not None and state.role is Role.STANDBY and state.lag_bytes and not state.stale:
+            # Behind the primary, its replay age grows by one second per second unless it replays
+            # more: look again when it could reach the limit, so staleness is seen on time.
+            delay = min(delay, max(limit - (state.lag_seconds or 0.0), settings.fast_delay))
+        return delay
+
+    def _arm_slow_probe_alarm(self, begun: float) -> asyncio.TimerHandle | None:
+        """Hold the host back from new acquires if this probe takes far longer than usual.
+
+        A healthy host answers the probe in about its median round-trip time; a frozen or
+        overloaded one does not answer at all. After ``SLOW_PROBE_FACTOR`` times the median (at
+        least ``SLOW_PROBE_FLOOR``) the host is suspected: acquires then wait (probing the other
+        hosts fast, so a promoted replica is found at once) until this probe answers, which clears
+        the suspicion, or times out, which marks the host unavailable.
+        """
+        median = self.entry.response_time
+        if median is None:
+            return None
+        after = max(SLOW_PROBE_FLOOR, SLOW_PROBE_FACTOR * median)
+        if after >= self._settings.refresh_timeout:
+            return None
+        return asyncio.get_running_loop().call_later(after, self._probe_is_slow, begun)
+
+    def _probe_is_slow(self, begun: float) -> None:
+        log.info(
+            "probe of %s is slow; holding the host back until it answers", self.entry.state.name
+        )
+        self._topology.suspect(self.entry, since=begun)
 
     async def _fail(self, error: BaseException, begun: float) -> None:
         entry = self.entry

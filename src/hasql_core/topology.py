@@ -176,10 +176,11 @@ class Topology:
         if entry is self.primary and state.wal_lsn is not None:
             self.primary_lsn = max(self.primary_lsn or 0, state.wal_lsn)
 
-    def suspect(self, entry: HostEntry) -> None:
-        """Take ``entry`` out of the candidate sets until its next probe result arrives."""
+    def suspect(self, entry: HostEntry, since: float | None = None) -> None:
+        """Take ``entry`` out of the candidate sets until the result of a probe begun at or after
+        ``since`` (default: now, ``time.monotonic()``) arrives."""
         if entry.suspect is None:
-            entry.suspect = time.monotonic()
+            entry.suspect = time.monotonic() if since is None else since
             self.recompute()
 
     def _with_lag(self, state: HostState) -> HostState:

@@ -209,3 +209,44 @@ async def test_host_blamed_by_a_failed_connection_gets_nothing_until_reprobed(
     assert pm.host_states()[0].role is Role.PRIMARY
     async with pm.acquire_master() as conn:
         assert await conn.execute("INSERT 2") == "db1:5432"
+
+
+async def test_frozen_primary_is_held_back_after_a_slow_probe(cluster, make_manager):
+    # refresh_timeout is far beyond the test: only the slow-probe suspicion can move the writes
+    # to the promoted replica before the frozen primary's probe times out.
+    pm = make_manager(cluster, refresh_delay=0.1, refresh_timeout=60.0, acquire_timeout=5.0)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.hosts[0].freeze()
+    await wait_for(lambda: pm._entries[0].suspect is not None, timeout=3)
+    assert pm.host_states()[0].role is Role.PRIMARY  # not yet found unavailable
+    cluster.hosts[1].promote()
+    assert await served_by(pm, read_only=False) == "db1:5432"
+    assert await served_by(pm, read_only=True) == "db2:5432"
+    cluster.hosts[0].thaw()  # its probe answers: no longer suspect, but a split-brain loser now
+    await wait_for(lambda: pm.host_states()[0].split_brain)
+
+
+async def test_a_slow_but_healthy_probe_only_delays_acquires(cluster, make_manager):
+    pm = make_manager(cluster, refresh_delay=0.05, refresh_timeout=5.0)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.hosts[0].latency = 0.3  # probes (and queries) now take 0.3 s
+    await wait_for(lambda: pm._entries[0].suspect is not None, timeout=3)
+    assert await served_by(pm, read_only=False) == "db0:5432"  # waited, did not fail
+    assert pm.host_states()[0].role is Role.PRIMARY
+
+
+async def test_stalled_replica_is_probed_again_before_it_crosses_the_lag_limit(
+    cluster, make_manager
+):
+    # refresh_delay is far beyond the test: the replica must still be seen stale right after it
+    # crosses max_lag, because a standby that is behind is re-probed when it could cross it.
+    pm = make_manager(cluster, refresh_delay=30.0, max_lag=0.3)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.write(1000)
+    stalled = cluster.hosts[2]
+    stalled.receive_lsn = cluster.hosts[0].wal_lsn  # received, not replayed
+    stalled.stall_replay()
+    pm._monitors[2].wake()
+    await wait_for(lambda: pm.host_states()[2].stale, timeout=3)
+    assert (pm.host_states()[2].lag_seconds or 0) > 0.3
+    assert {await served_by(pm, read_only=True) for _ in range(20)} == {"db1:5432"}

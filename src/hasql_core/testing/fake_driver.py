@@ -8,6 +8,7 @@ counts its open connections and its probes, so tests can check for leaks and for
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ class FakeHost:
     - ``down``: connects are refused and open connections fail (a killed server).
     - ``frozen``: connects and queries never answer until :meth:`thaw` (a stopped server).
     - :meth:`fail_next`: the next ``n`` connects or queries raise the given error.
+    - :meth:`stall_replay`: a standby stops replaying; its replay age then grows in real time.
     """
 
     def __init__(self, host: str, port: int) -> None:
@@ -48,6 +50,7 @@ class FakeHost:
         self.replay_age: float | None = 0.0
         self.timeline = 1
         self.latency = 0.0
+        self._stalled_since: float | None = None
         self.down = False
         self.frozen = False
         self._thawed: asyncio.Event | None = None
@@ -70,6 +73,16 @@ class FakeHost:
     def demote(self) -> None:
         """Become a standby."""
         self.role = "standby"
+
+    def stall_replay(self) -> None:
+        """Stop replaying (as ``pg_wal_replay_pause()`` would): the replay age grows in real time."""
+        self._stalled_since = time.monotonic() - (self.replay_age or 0.0)
+
+    def current_replay_age(self) -> float | None:
+        """The replay age a probe reports now."""
+        if self._stalled_since is not None:
+            return time.monotonic() - self._stalled_since
+        return self.replay_age
 
     def freeze(self) -> None:
         """Stop answering anything until :meth:`thaw`."""
@@ -143,6 +156,7 @@ class FakeCluster:
             if host.role == "standby" and not host.frozen and not host.down:
                 host.wal_lsn = host.receive_lsn = top
                 host.replay_age = 0.0
+                host._stalled_since = None
 
     @property
     def open_connections(self) -> int:
@@ -358,7 +372,7 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
             host.read_only,
             host.wal_lsn,
             host.receive_lsn if standby else None,
-            host.replay_age if standby else None,
+            host.current_replay_age() if standby else None,
             host.timeline,
         )
 

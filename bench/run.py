@@ -146,7 +146,19 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
     parser.add_argument("--drivers", nargs="+", choices=DRIVERS, default=list(DRIVERS))
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: print the report of an earlier run's JSON file",
+    )
     args = parser.parse_args()
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        results["comparisons"] = report.comparisons(results)
+        results["targets"] = report.targets(results)
+        print(report.markdown(results))
+        return
     config = RunConfig.quick_run() if args.quick else RunConfig.full()
     parts = set(args.only or PARTS)
     drivers: list[str] = args.drivers

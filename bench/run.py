@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from hasql_bench import failover, monitor_cost, overhead, report
-from hasql_bench.clients import CORE_DEFAULTS, HASQL_DEFAULTS, POOL_SIZE, Target
-from hasql_bench.common import DRIVERS, RunConfig, environment, rotate
+from hasql_bench.clients import CORE_DEFAULTS, HASQL_DEFAULTS, Target
+from hasql_bench.common import DRIVERS, POOL_SIZE, RunConfig, environment, rotate
 
 from hasql_core.testing.cluster import LocalCluster
 
@@ -154,10 +154,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.render is not None:
-        results = json.loads(args.render.read_text())
-        results["comparisons"] = report.comparisons(results)
-        results["targets"] = report.targets(results)
-        print(report.markdown(results))
+        earlier: dict[str, Any] = json.loads(args.render.read_text())
+        earlier["comparisons"] = report.comparisons(earlier)
+        earlier["targets"] = report.targets(earlier)
+        print(report.markdown(earlier))
         return
     config = RunConfig.quick_run() if args.quick else RunConfig.full()
     parts = set(args.only or PARTS)

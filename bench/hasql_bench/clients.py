@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime
+import importlib
 import itertools
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
@@ -31,6 +32,20 @@ import psycopg_pool
 from hasql_core import PoolManager
 
 from .common import CORE, HASQL, POOL_SIZE, RAW
+
+__all__ = [
+    "CORE_DEFAULTS",
+    "HASQL_DEFAULTS",
+    "POOL_OPTIONS",
+    "Client",
+    "CoreClient",
+    "HasqlClient",
+    "RawClient",
+    "Sql",
+    "Target",
+    "pool_options",
+    "sql_for",
+]
 
 POOL_OPTIONS: dict[str, Any] = {"min_size": POOL_SIZE, "max_size": POOL_SIZE}
 
@@ -50,13 +65,13 @@ def pool_options(driver: str) -> dict[str, Any]:
 
 
 #: hasql 0.10's defaults (hasql/constants.py) and hasql-core's, as the settings table states them.
-HASQL_DEFAULTS = {
+HASQL_DEFAULTS: dict[str, Any] = {
     "refresh_delay": 1.0,
     "refresh_timeout": 30.0,
     "acquire_timeout": 1.0,
     "balancer": "greedy",
 }
-CORE_DEFAULTS = {
+CORE_DEFAULTS: dict[str, Any] = {
     "refresh_delay": 1.0,
     "refresh_timeout": 2.0,
     "acquire_timeout": 1.0,
@@ -312,11 +327,10 @@ class HasqlClient(Client):
 
     async def open(self, target: Target) -> None:
         """``PoolManager(dsn, pool_factory_kwargs=..., **options)`` and ``ready(1, 2)``."""
-        if self.driver == "asyncpg":
-            from hasql.asyncpg import PoolManager as HasqlPoolManager
-        else:
-            from hasql.psycopg3 import PoolManager as HasqlPoolManager
-        self.pm = HasqlPoolManager(
+        module: Any = importlib.import_module(
+            "hasql.asyncpg" if self.driver == "asyncpg" else "hasql.psycopg3"
+        )
+        self.pm = module.PoolManager(
             target.dsn, pool_factory_kwargs=pool_options(self.driver), **self.options
         )
         await self.pm.ready(masters_count=1, replicas_count=len(target.replicas), timeout=30)

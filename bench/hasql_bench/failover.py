@@ -238,7 +238,7 @@ def _analyse(
 ) -> dict[str, Any]:
     fault = events["fault"]
     ops = [op for op in log.ops if op.end is not None and op.outcome]
-    after = [op for op in ops if op.end is not None and op.end >= fault]
+    after = [op for op in ops if op.ended >= fault]
     errors: dict[str, int] = {}
     for op in after:
         if not op.ok:
@@ -260,7 +260,7 @@ def _analyse(
         promote = events["promote"]
         new_primary = target.replicas[0]
         first = min(
-            (op.end for op in ops if op.ok and op.port == new_primary and op.end >= promote),
+            (op.ended for op in ops if op.ok and op.port == new_primary and op.ended >= promote),
             default=None,
         )
         result["first_write_after_promotion"] = None if first is None else first - promote
@@ -268,7 +268,11 @@ def _analyse(
     failed_starts = [op.start for op in after if not op.ok]
     result["failing_until"] = max(failed_starts) - fault if failed_starts else 0.0
     if faulty is not None:
-        handed = [op.acquired for op in ops if op.port == faulty and (op.acquired or 0) >= fault]
+        handed = [
+            at
+            for op in ops
+            if op.port == faulty and (at := op.acquired) is not None and at >= fault
+        ]
         result["last_handed_out_faulty"] = max(handed) - fault if handed else 0.0
         result["handed_out_faulty"] = len(handed)
     if scenario in ("frozen_primary", "frozen_replica"):

@@ -103,7 +103,8 @@ async def fake_hosts(config: RunConfig) -> dict[str, Any]:
         pm = fake_hasql_manager(cluster, pool_factory_kwargs=dict(pool))
         await pm.ready(masters_count=1, replicas_count=hosts - 1, timeout=120)
         ready_times[HASQL].append(time.perf_counter() - started)
-        return pm.close  # type: ignore[no-any-return]
+        close: Callable[[], Awaitable[None]] = pm.close
+        return close
 
     async def open_core() -> Callable[[], Awaitable[None]]:
         cluster = FakeCluster(hosts)
@@ -144,6 +145,7 @@ async def micro(config: RunConfig) -> list[dict[str, Any]]:
     driver = FakeDriver(cluster)
     core = PoolManager(cluster.dsn, driver=FakeDriver(cluster), pool_factory_kwargs=pool_options)
     hasql = fake_hasql_manager(cluster, pool_factory_kwargs=dict(pool_options))
+    hasql_close: Callable[[], Awaitable[None]] = hasql.close
     await core.ready(masters_count=1, replicas_count=2)
     await hasql.ready(masters_count=1, replicas_count=2)
     bare = driver.create_pool(core.dsn[0], pool_options)
@@ -197,5 +199,5 @@ async def micro(config: RunConfig) -> list[dict[str, Any]]:
                 )
     finally:
         await core.close()
-        await hasql.close()
+        await hasql_close()
     return rows

@@ -38,9 +38,14 @@ class Op:
         return self.outcome == OK
 
     @property
+    def ended(self) -> float:
+        """When it ended (its start while it has not)."""
+        return self.start if self.end is None else self.end
+
+    @property
     def duration(self) -> float:
         """Seconds from start to end (to the hung mark for a hung operation)."""
-        return (self.end if self.end is not None else self.start) - self.start
+        return self.ended - self.start
 
 
 OpBody = Callable[[Op], Awaitable[None]]

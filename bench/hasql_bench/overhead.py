@@ -76,20 +76,21 @@ async def measure_driver(driver: str, target: Target, config: RunConfig) -> dict
             seconds = config.overhead_slice if tasks == 1 else config.overhead_slice_many
             for role in ROLES:
                 for round_no in range(config.overhead_rounds):
-                    totals = {c.label: [0, 0.0, 0.0] for c in clients}
+                    done = dict.fromkeys((c.label for c in clients), 0)
+                    walls = dict.fromkeys((c.label for c in clients), 0.0)
+                    cpus = dict.fromkeys((c.label for c in clients), 0.0)
                     for slice_no in range(config.overhead_slices):
                         for client in rotate(clients, round_no + slice_no):
                             ops, wall, cpu = await throughput(
                                 _acquirer(client, role), sql, tasks, seconds
                             )
-                            total = totals[client.label]
-                            total[0] += ops
-                            total[1] += wall
-                            total[2] += cpu
-                    for label, (ops, wall, cpu) in totals.items():
+                            done[client.label] += ops
+                            walls[client.label] += wall
+                            cpus[client.label] += cpu
+                    for label, ops in done.items():
                         key = (tasks, role, label)
-                        samples.setdefault(key, []).append(ops / wall)
-                        cpu_samples.setdefault(key, []).append(cpu / ops * 1e6)
+                        samples.setdefault(key, []).append(ops / walls[label])
+                        cpu_samples.setdefault(key, []).append(cpus[label] / max(ops, 1) * 1e6)
     finally:
         for client in clients:
             try:
@@ -103,9 +104,9 @@ async def measure_driver(driver: str, target: Target, config: RunConfig) -> dict
             for client in clients:
                 values = samples[(tasks, role, client.label)]
                 ratios = [v / r for v, r in zip(values, raw, strict=True)]
-                cpu = cpu_samples[(tasks, role, client.label)]
+                cpu_per_op = cpu_samples[(tasks, role, client.label)]
                 cpu_added = [
-                    c - r for c, r in zip(cpu, cpu_samples[(tasks, role, RAW)], strict=True)
+                    c - r for c, r in zip(cpu_per_op, cpu_samples[(tasks, role, RAW)], strict=True)
                 ]
                 rows.append(
                     {
@@ -115,11 +116,11 @@ async def measure_driver(driver: str, target: Target, config: RunConfig) -> dict
                         "client": client.label,
                         "ops_per_s": median(values),
                         "ratio_to_raw": median(ratios),
-                        "cpu_us_per_op": median(cpu),
+                        "cpu_us_per_op": median(cpu_per_op),
                         "cpu_us_added_per_op": median(cpu_added),
                         "samples": values,
                         "ratios": ratios,
-                        "cpu_samples": cpu,
+                        "cpu_samples": cpu_per_op,
                     }
                 )
     return {

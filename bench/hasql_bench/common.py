@@ -70,7 +70,7 @@ class RunConfig:
             quick=False,
             overhead_rounds=5,
             overhead_slices=4,
-            overhead_slice=0.1,
+            overhead_slice=0.2,
             overhead_slice_many=0.3,
             overhead_warmup=0.3,
             overhead_tasks=(1, 100),

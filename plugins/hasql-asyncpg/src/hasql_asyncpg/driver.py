@@ -237,6 +237,9 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         # finished: such a pool is terminated as soon as its open ends and is never opened again.
         # Keyed by id(); the values keep the pools alive, so an id is never reused meanwhile.
         self._opening: dict[int, asyncpg.Pool] = {}
+        # ids of the connections each pool (by id) handed out through this driver: asyncpg's own
+        # get_size() and get_idle_size() walk every holder, too slow for the acquire path.
+        self._handed_out: dict[int, set[int]] = {}
         self._doomed: dict[int, asyncpg.Pool] = {}
 
     # -- pools -------------------------------------------------------------------------------------
@@ -291,7 +294,9 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         is cancelled at any await, and once the connection is handed to us this coroutine returns
         without awaiting again.
         """
-        return await pool.acquire(**kwargs)
+        connection = await pool.acquire(**kwargs)
+        self._handed_out.setdefault(id(pool), set()).add(id(connection))
+        return connection
 
     async def release(
         self, pool: asyncpg.Pool, connection: asyncpg.pool.PoolConnectionProxy, **kwargs: Any
@@ -302,6 +307,9 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         the pool was made with ``reset=``; it shields the release, so cancelling this still returns
         the connection to the pool. Releasing a connection twice does nothing.
         """
+        held = self._handed_out.get(id(pool))
+        if held is not None:
+            held.discard(id(connection))
         await pool.release(connection, **kwargs)
 
     async def close_pool(self, pool: asyncpg.Pool) -> None:
@@ -310,6 +318,7 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         asyncpg terminates the pool when this fails or is cancelled. A pool that was never opened
         holds no connection and is just marked closed.
         """
+        self._handed_out.pop(id(pool), None)
         if self._doom_unopened(pool):
             return
         try:
@@ -319,6 +328,7 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
 
     async def terminate_pool(self, pool: asyncpg.Pool) -> None:
         """Close the pool and all its connections at once, handed-out ones too (``terminate()``)."""
+        self._handed_out.pop(id(pool), None)
         if self._doom_unopened(pool):
             return
         try:
@@ -348,8 +358,10 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         )
 
     def free_size(self, pool: asyncpg.Pool) -> int:
-        """Idle connections plus unopened capacity, without building a :class:`PoolStats`."""
-        return int(pool.get_max_size() - pool.get_size() + pool.get_idle_size())
+        """``max_size`` minus the connections handed out through this driver: the contract's
+        ``free`` in O(1) (asyncpg's size getters walk every holder). Connections taken from the
+        pool directly, bypassing the driver, are not counted."""
+        return max(int(pool.get_max_size()) - len(self._handed_out.get(id(pool), ())), 0)
 
     # -- connections -------------------------------------------------------------------------------
 

@@ -99,7 +99,10 @@ class HostMonitor:
         try:
             while True:
                 self._probe_again = False
-                await self.check_once()
+                try:
+                    await self.check_once()
+                except Exception:  # a bug must not end monitoring of this host for good
+                    log.exception("checking %s failed unexpectedly", self.entry.state.name)
                 if not self._probe_again:
                     await self._sleep(self._next_delay())
         finally:
@@ -135,7 +138,15 @@ class HostMonitor:
             entry.record_rtt(rtt)
             state = state_from_probe(entry.state.host, entry.state.port, result, rtt)
             if entry.pool is None:
-                await self._open_pool()
+                try:
+                    await self._open_pool()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # it answers probes but takes no pool: not a candidate
+                    message = describe_error(error, self._secrets)
+                    entry.count_error("pool_open_error")
+                    log.warning("could not open the pool for %s: %s", entry.state.name, message)
+                    state = attrs.evolve(state, last_error=f"opening the pool: {message}")
             was_primary = entry.state.role is Role.PRIMARY
             self._topology.update(entry, state, begun)
             if was_primary and state.role is not Role.PRIMARY:
@@ -215,6 +226,7 @@ class HostMonitor:
                 await within(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT)
             raise
         entry.pool = pool
+        self._topology.recompute()  # the host can be a candidate now
         log.info("opened pool for %s", entry.state.name)
         self._emit("pool_created", host=entry.state)
 

@@ -169,10 +169,19 @@ class Topology:
         """
         if state.role is Role.STANDBY:
             state = self._with_lag(state)
-        if entry.suspect is not None and probe_started >= entry.suspect:
+        old = entry.state
+        cleared = entry.suspect is not None and probe_started >= entry.suspect
+        if cleared:
             entry.suspect = None
-        self._set_state(entry, attrs.evolve(state, split_brain=entry.state.split_brain))
-        self.recompute()
+        self._set_state(entry, attrs.evolve(state, split_brain=old.split_brain))
+        # Most probes change only positions and timings: the candidate sets (which hold the
+        # entries, not copies of their states) stay right, so skip the O(hosts) recompute.
+        if (
+            cleared
+            or old.routing_key() != entry.state.routing_key()
+            or (old.timeline != state.timeline and state.role is Role.PRIMARY)
+        ):
+            self.recompute()
         if entry is self.primary and state.wal_lsn is not None:
             self.primary_lsn = max(self.primary_lsn or 0, state.wal_lsn)
 

@@ -250,3 +250,23 @@ async def test_stalled_replica_is_probed_again_before_it_crosses_the_lag_limit(
     await wait_for(lambda: pm.host_states()[2].stale, timeout=3)
     assert (pm.host_states()[2].lag_seconds or 0) > 0.3
     assert {await served_by(pm, read_only=True) for _ in range(20)} == {"db1:5432"}
+
+
+async def test_a_host_whose_pool_opens_late_becomes_a_candidate(make_manager):
+    cluster = FakeCluster(2)
+    # The first pool opening fails (the monitor's connect and probe succeed, then the pool's
+    # connect fails); the host keeps its role, and must still become usable once a pool opens.
+    pm = make_manager(cluster, pool_factory_kwargs={"min_size": 1})
+    original = pm.driver.open_pool
+    failures = {"db1": 1}
+
+    async def flaky_open(pool):
+        if failures.get(pool.host.host):
+            failures[pool.host.host] -= 1
+            raise ConnectionError("pool connect failed")
+        await original(pool)
+
+    pm.driver.open_pool = flaky_open
+    await pm.ready(masters_count=1, replicas_count=1, timeout=5)
+    assert await served_by(pm, read_only=True) == "db1:5432"
+    assert pm.metrics().hosts[1].errors == {"pool_open_error": 1}

@@ -302,8 +302,6 @@ class PoolManager:
                 len(kwargs["primaries"]),
                 "; ".join(s.describe() for s in kwargs["primaries"]),
             )
-        if event == "pool_created":
-            self._entry_by_pool = {id(e.pool): e for e in self._entries if e.pool is not None}
         if self._observers is None:
             return
         hook = getattr(self._observers.hook, f"hasql_{event}")
@@ -644,7 +642,10 @@ class PoolManager:
     def _entry_of(self, pool: Any) -> HostEntry:
         entry = self._entry_by_pool.get(id(pool))
         if entry is None or entry.pool is not pool:
-            raise ValueError(f"{type(pool).__name__} object is not a pool of this PoolManager")
+            entry = next((e for e in self._entries if e.pool is pool), None)
+            if entry is None:
+                raise ValueError(f"{type(pool).__name__} object is not a pool of this PoolManager")
+            self._entry_by_pool[id(pool)] = entry
         return entry
 
     async def get_pool(

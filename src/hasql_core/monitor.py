@@ -86,6 +86,7 @@ class HostMonitor:
         self._connection: Any = None
         self._wakeup: asyncio.Future[None] | None = None
         self._probe_again = False
+        self._stale_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Future[None]] = set()
 
     def wake(self) -> None:
@@ -106,6 +107,8 @@ class HostMonitor:
                 if not self._probe_again:
                     await self._sleep(self._next_delay())
         finally:
+            if self._stale_timer is not None:
+                self._stale_timer.cancel()
             for task in self._background:
                 task.cancel()
             await self._drop_connection()
@@ -137,9 +140,11 @@ class HostMonitor:
         else:
             entry.record_rtt(rtt)
             state = state_from_probe(entry.state.host, entry.state.port, result, rtt)
+            pool_opened = False
             if entry.pool is None:
                 try:
                     await self._open_pool()
+                    pool_opened = True
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:  # it answers probes but takes no pool: not a candidate
@@ -148,7 +153,8 @@ class HostMonitor:
                     log.warning("could not open the pool for %s: %s", entry.state.name, message)
                     state = attrs.evolve(state, last_error=f"opening the pool: {message}")
             was_primary = entry.state.role is Role.PRIMARY
-            self._topology.update(entry, state, begun)
+            self._topology.update(entry, state, begun, pool_opened)
+            self._watch_lag()
             if was_primary and state.role is not Role.PRIMARY:
                 self._expire_idle()
         entry.checks += 1
@@ -156,16 +162,38 @@ class HostMonitor:
 
     def _next_delay(self) -> float:
         """Seconds until the next probe: ``refresh_delay``, the fast delay while an acquire waits,
-        or sooner for a standby that is behind and would cross the lag limit before then."""
+        or sooner for a standby that is behind and could cross the lag limit before then."""
         settings = self._settings
         delay = settings.fast_delay if self._is_fast() else settings.refresh_delay
+        crossing = self._seconds_to_lag_limit()
+        if crossing is not None:
+            # Look again a little before it could cross, so a healthy standby is re-measured
+            # (and stays fresh) before the stale timer armed in _watch_lag fires.
+            margin = settings.fast_delay + 2 * (self.entry.response_time or 0.0)
+            delay = min(delay, max(crossing - margin, settings.fast_delay))
+        return delay
+
+    def _seconds_to_lag_limit(self) -> float | None:
+        """For a fresh standby that is behind the primary: seconds until its replay age reaches
+        the lag limit if it replays nothing more (its age grows one second per second)."""
         limit = self._topology.lag_limit.seconds
         state = self.entry.state
-        if limit is not None and state.role is Role.STANDBY and state.lag_bytes and not state.stale:
-            # Behind the primary, its replay age grows by one second per second unless it replays
-            # more: look again when it could reach the limit, so staleness is seen on time.
-            delay = min(delay, max(limit - (state.lag_seconds or 0.0), settings.fast_delay))
-        return delay
+        if limit is None or state.role is not Role.STANDBY or not state.lag_bytes or state.stale:
+            return None
+        return max(limit - (state.lag_seconds or 0.0), 0.0)
+
+    def _watch_lag(self) -> None:
+        """Arm a timer that marks the standby stale when it could cross the lag limit, unless a
+        probe before then shows it replayed more. Reads then never go to a replica older than the
+        limit, whatever ``refresh_delay`` is."""
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
+            self._stale_timer = None
+        crossing = self._seconds_to_lag_limit()
+        if crossing is not None:
+            self._stale_timer = asyncio.get_running_loop().call_later(
+                crossing, self._topology.mark_stale, self.entry
+            )
 
     def _arm_slow_probe_alarm(self, begun: float) -> asyncio.TimerHandle | None:
         """Hold the host back from new acquires if this probe takes far longer than usual.
@@ -226,7 +254,6 @@ class HostMonitor:
                 await within(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT)
             raise
         entry.pool = pool
-        self._topology.recompute()  # the host can be a candidate now
         log.info("opened pool for %s", entry.state.name)
         self._emit("pool_created", host=entry.state)
 

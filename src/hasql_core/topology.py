@@ -42,13 +42,17 @@ def with_standby_lag(state: HostState, primary_lsn: int | None) -> HostState:
     ahead) minus the replay position, never below 0. Seconds: 0 when caught up, else the age of the
     last replayed transaction.
     """
-    reference = max(primary_lsn or 0, state.receive_lsn or 0)
+    lag_bytes, lag_seconds = standby_lag(state, primary_lsn)
+    return attrs.evolve(state, lag_bytes=lag_bytes, lag_seconds=lag_seconds)
+
+
+def standby_lag(state: HostState, primary_lsn: int | None) -> tuple[int | None, float | None]:
+    """``(lag_bytes, lag_seconds)`` of the standby ``state``, as :func:`with_standby_lag` sets."""
     if state.wal_lsn is None:
-        return attrs.evolve(state, lag_bytes=None, lag_seconds=None)
+        return None, None
+    reference = max(primary_lsn or 0, state.receive_lsn or 0)
     lag_bytes = max(reference - state.wal_lsn, 0)
-    return attrs.evolve(
-        state, lag_bytes=lag_bytes, lag_seconds=0.0 if lag_bytes == 0 else state.lag_seconds
-    )
+    return lag_bytes, 0.0 if lag_bytes == 0 else state.lag_seconds
 
 
 class HostEntry:
@@ -126,11 +130,13 @@ class LagLimit:
 
     def exceeded_by(self, state: HostState) -> bool:
         """True when ``state`` (a standby) is beyond this limit, or its lag is unknown while limited."""
-        if self.bytes is not None and (state.lag_bytes is None or state.lag_bytes > self.bytes):
+        return self.exceeded(state.lag_bytes, state.lag_seconds)
+
+    def exceeded(self, lag_bytes: int | None, lag_seconds: float | None) -> bool:
+        """True when a standby lagging this much is beyond the limit (unknown lag counts as beyond)."""
+        if self.bytes is not None and (lag_bytes is None or lag_bytes > self.bytes):
             return True
-        return self.seconds is not None and (
-            state.lag_seconds is None or state.lag_seconds > self.seconds
-        )
+        return self.seconds is not None and (lag_seconds is None or lag_seconds > self.seconds)
 
 
 def _usable(entry: HostEntry) -> bool:
@@ -161,23 +167,36 @@ class Topology:
 
     # -- updates (monitor side) ----------------------------------------------------------------------
 
-    def update(self, entry: HostEntry, state: HostState, probe_started: float) -> None:
+    def update(
+        self, entry: HostEntry, state: HostState, probe_started: float, pool_opened: bool = False
+    ) -> None:
         """Record a new state for ``entry`` (lag and staleness are filled in here) and recompute.
 
         ``probe_started`` is the ``time.monotonic()`` at which the probe began: only a probe that
-        began after the host was suspected clears the suspicion.
+        began after the host was suspected clears the suspicion. ``pool_opened``: the host's pool
+        was opened by this check, so it may have just become a candidate.
         """
-        if state.role is Role.STANDBY:
-            state = self._with_lag(state)
         old = entry.state
+        if state.role is Role.STANDBY:
+            lag_bytes, lag_seconds = standby_lag(state, self.primary_lsn)
+            state = attrs.evolve(
+                state,
+                lag_bytes=lag_bytes,
+                lag_seconds=lag_seconds,
+                stale=self.lag_limit.exceeded(lag_bytes, lag_seconds),
+                split_brain=old.split_brain,
+            )
+        elif old.split_brain:
+            state = attrs.evolve(state, split_brain=True)
         cleared = entry.suspect is not None and probe_started >= entry.suspect
         if cleared:
             entry.suspect = None
-        self._set_state(entry, attrs.evolve(state, split_brain=old.split_brain))
+        self._set_state(entry, state)
         # Most probes change only positions and timings: the candidate sets (which hold the
         # entries, not copies of their states) stay right, so skip the O(hosts) recompute.
         if (
-            cleared
+            pool_opened
+            or cleared
             or old.routing_key() != entry.state.routing_key()
             or (old.timeline != state.timeline and state.role is Role.PRIMARY)
         ):
@@ -185,16 +204,18 @@ class Topology:
         if entry is self.primary and state.wal_lsn is not None:
             self.primary_lsn = max(self.primary_lsn or 0, state.wal_lsn)
 
+    def mark_stale(self, entry: HostEntry) -> None:
+        """Treat the standby ``entry`` as beyond the lag limit until its next probe says otherwise."""
+        if entry.state.role is Role.STANDBY and not entry.state.stale:
+            self._set_state(entry, attrs.evolve(entry.state, stale=True))
+            self.recompute()
+
     def suspect(self, entry: HostEntry, since: float | None = None) -> None:
         """Take ``entry`` out of the candidate sets until the result of a probe begun at or after
         ``since`` (default: now, ``time.monotonic()``) arrives."""
         if entry.suspect is None:
             entry.suspect = time.monotonic() if since is None else since
             self.recompute()
-
-    def _with_lag(self, state: HostState) -> HostState:
-        state = with_standby_lag(state, self.primary_lsn)
-        return attrs.evolve(state, stale=self.lag_limit.exceeded_by(state))
 
     def _set_state(self, entry: HostEntry, state: HostState) -> None:
         old = entry.state

@@ -90,4 +90,4 @@ class AcquireContext:
         connection, self._connection = self._connection, None
         if exc is not None:
             self._manager.report_error(connection, exc)
-        await self._manager.release(connection)
+        await self._manager.give_back(connection, {}, check_closed=exc is not None)

@@ -511,6 +511,14 @@ class PoolManager:
         A connection that comes back closed makes the manager re-probe its host. Raises ``ValueError``
         for a connection this manager did not hand out (or that was already released).
         """
+        await self.give_back(connection, kwargs, check_closed=True)
+
+    async def give_back(
+        self, connection: Any, kwargs: Mapping[str, Any], *, check_closed: bool
+    ) -> None:
+        """:meth:`release`, with the closed-connection check optional: an ``async with`` block
+        that ended without an exception used its connection successfully, so the check (a call
+        into the driver on every release) is skipped there."""
         item = self._handed_out.pop(id(connection), None)
         if item is None:
             raise ValueError(
@@ -519,7 +527,7 @@ class PoolManager:
             )
         entry = item[1]
         try:
-            if self._driver.is_connection_closed(connection):
+            if check_closed and self._driver.is_connection_closed(connection):
                 entry.count_error(ErrorKind.CONNECTION_LOST.value)
                 self._suspect(entry)
             if entry.pool is not None:

@@ -291,3 +291,14 @@ async def test_no_read_goes_to_a_replica_older_than_max_lag(cluster, make_manage
     assert ages_served, "the stalled replica should serve reads until it nears the limit"
     assert max(ages_served) <= 0.3 + 0.05  # timer slack on a busy machine, not a lag allowance
     assert pm.host_states()[2].stale
+
+
+async def test_a_connection_released_closed_makes_its_host_reprobed(cluster, make_manager):
+    pm = make_manager(cluster, refresh_delay=60.0)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    conn = await pm.acquire_master()
+    probes = cluster.hosts[0].probes
+    conn.close()  # e.g. the server ended the session while the caller held it
+    await pm.release(conn)
+    assert pm.metrics().hosts[0].errors == {"connection_lost": 1}
+    await wait_for(lambda: cluster.hosts[0].probes > probes, timeout=2)

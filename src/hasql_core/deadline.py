@@ -16,6 +16,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def set_done(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` with None unless it is already done (a timer or wake-up callback)."""
+    if not future.done():
+        future.set_result(None)
+
+
 class _Expiry:
     __slots__ = ("fired", "task")
 

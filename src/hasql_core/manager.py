@@ -167,6 +167,7 @@ class PoolManager:
             )
             for read_only in (False, True)
         }
+        self._monitor_of = dict(zip(self._entries, self._monitors, strict=True))
         self._tasks: list[asyncio.Task[None]] = []
         self._fast_waiters = 0
         self._handed_out: dict[int, tuple[Any, HostEntry]] = {}
@@ -496,13 +497,7 @@ class PoolManager:
                 f"no host could serve {request.describe()} within {request.timeout:g}s. "
                 "Hosts: " + self._topology.describe()
             )
-        waiter = self._topology.new_waiter()
-        timer = loop.call_at(deadline, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._topology.drop_waiter(waiter)
+        await self._topology.wait_for_update(deadline)
         self._check_open()
 
     async def release(self, connection: Any, **kwargs: Any) -> None:
@@ -561,7 +556,7 @@ class PoolManager:
     def _suspect(self, entry: HostEntry) -> None:
         """A host failed under a connection: route nothing new to it until it has been re-probed."""
         self._topology.suspect(entry)
-        self._monitors[self._entries.index(entry)].wake()
+        self._monitor_of[entry].wake()
 
     # -- waiting for hosts ---------------------------------------------------------------------------
 
@@ -576,14 +571,7 @@ class PoolManager:
                     f"timed out after {timeout:g}s waiting for {what}. Hosts: "
                     + self._topology.describe()
                 )
-            waiter = self._topology.new_waiter()
-            timer = None if deadline is None else loop.call_at(deadline, _resolve, waiter)
-            try:
-                await waiter
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                self._topology.drop_waiter(waiter)
+            await self._topology.wait_for_update(deadline)
 
     async def ready(
         self,
@@ -859,8 +847,3 @@ class PoolManager:
         hosts = ", ".join(e.state.name for e in self._entries)
         state = "closed" if self._closed else "closing" if self._closing else "open"
         return f"<PoolManager driver={self._driver.name!r} hosts=[{hosts}] {state}>"
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

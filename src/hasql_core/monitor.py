@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .deadline import within
+from .deadline import set_done, within
 from .driver import Driver
 from .host_state import HostState, Role
 from .probe import PROBE_QUERY, parse_probe_row, state_from_probe
@@ -92,8 +92,8 @@ class HostMonitor:
     def wake(self) -> None:
         """Probe as soon as possible: now if sleeping, again right after the probe in flight."""
         self._probe_again = True
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        if self._wakeup is not None:
+            set_done(self._wakeup)
 
     async def run(self) -> None:
         """Probe until cancelled; on cancellation close the monitor connection (bounded)."""
@@ -278,17 +278,12 @@ class HostMonitor:
         loop = asyncio.get_running_loop()
         wakeup: asyncio.Future[None] = loop.create_future()
         self._wakeup = wakeup
-        timer = loop.call_later(delay, _resolve, wakeup)
+        timer = loop.call_later(delay, set_done, wakeup)
         try:
             await wakeup
         finally:
             timer.cancel()
             self._wakeup = None
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from .deadline import set_done
 from .driver import Driver, PoolStats
 from .dsn import Dsn
 from .host_state import HostState, Role
@@ -279,19 +280,21 @@ class Topology:
 
     # -- waiting -------------------------------------------------------------------------------------
 
-    def new_waiter(self) -> asyncio.Future[None]:
-        """A future resolved at the next update; pass it to :meth:`drop_waiter` when done."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def wait_for_update(self, deadline: float | None) -> None:
+        """Return at the next update, or when ``loop.time()`` reaches ``deadline`` (None: no bound)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.add(waiter)
-        return waiter
-
-    def drop_waiter(self, waiter: asyncio.Future[None]) -> None:
-        """Forget ``waiter`` (after it fired, timed out or was cancelled)."""
-        self._waiters.discard(waiter)
+        timer = None if deadline is None else loop.call_at(deadline, set_done, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiters.discard(waiter)
 
     def wake_waiters(self) -> None:
         """Resolve every pending waiter."""
         waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            set_done(waiter)

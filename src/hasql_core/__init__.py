@@ -10,7 +10,7 @@ host is the primary and how far each replica lags, and hands out connections by 
 """
 
 from .balancer import BalancerPolicy, Candidate
-from .driver import Driver, ErrorKind, PoolStats
+from .driver import Driver, ErrorFacts, ErrorKind, PoolStats
 from .dsn import Dsn, HostPort, parse_dsn, split_dsn
 from .errors import (
     AcquireTimeoutError,
@@ -39,6 +39,7 @@ __all__ = [
     "Driver",
     "Dsn",
     "DsnError",
+    "ErrorFacts",
     "ErrorKind",
     "GreedyPolicy",
     "HasqlError",

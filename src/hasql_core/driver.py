@@ -14,30 +14,19 @@ out and no pool half-built.
 from __future__ import annotations
 
 import abc
-import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
 
 from .dsn import Dsn
+from .error_kinds import ErrorFacts, ErrorKind, classify
+
+__all__ = ["Driver", "ErrorFacts", "ErrorKind", "PoolStats"]
 
 PoolT = TypeVar("PoolT")
 ConnT = TypeVar("ConnT")
 MonitorConnT = TypeVar("MonitorConnT")
-
-
-class ErrorKind(enum.Enum):
-    """How the core should react to an exception raised while using a connection."""
-
-    #: The connection or the server went away (network error, server shutdown, admin termination).
-    CONNECTION_LOST = "connection_lost"
-    #: A write was refused because the server or the transaction is read-only (SQLSTATE 25006).
-    READ_ONLY = "read_only"
-    #: The server is starting up or shutting down and refuses connections (SQLSTATE 57P01-57P03).
-    UNAVAILABLE = "unavailable"
-    #: Anything else (a user's SQL error, a constraint violation, ...): not the host's fault.
-    OTHER = "other"
 
 
 @attrs.frozen
@@ -101,7 +90,28 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
 
     @abc.abstractmethod
     async def release(self, pool: PoolT, connection: ConnT, **kwargs: Any) -> None:
-        """Give ``connection`` back to ``pool``. ``kwargs`` are the user's extra release arguments."""
+        """Give ``connection`` back to ``pool`` so it can be handed out again.
+
+        ``kwargs`` are the user's extra release arguments. The library may reset the connection over
+        the network (roll back, ``RESET ALL``); the core bounds this call by the manager's
+        ``release_timeout`` and, when the bound passes or the caller is cancelled, stops waiting and
+        calls :meth:`discard` for the same connection. So a release still in flight must tolerate
+        :meth:`discard`: the connection is then closed, and the pool must neither lose the slot nor
+        hand the connection out again.
+        """
+
+    @abc.abstractmethod
+    def discard(self, pool: PoolT, connection: ConnT) -> None:
+        """Close ``connection`` at once and free its slot in ``pool``; the pool may open a
+        replacement in the background.
+
+        Called instead of :meth:`release` when the connection cannot be trusted or its server may
+        not answer: its statement was cancelled or timed out, it failed with a host failure, its
+        host is unavailable, or a release did not finish in time. It must not wait on the server:
+        no query, no graceful goodbye, nothing awaited (close the socket). It must also work while
+        a :meth:`release` of the same connection is in flight, and do nothing for a connection
+        already discarded or released. It must not raise for a connection that is already broken.
+        """
 
     @abc.abstractmethod
     async def close_pool(self, pool: PoolT) -> None:
@@ -140,8 +150,21 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
         """Return True when ``connection`` (a handed-out connection) is closed or broken."""
 
     @abc.abstractmethod
+    def error_facts(self, error: BaseException) -> ErrorFacts:
+        """Read the facts of ``error`` (raised by this driver's library, or by the network under
+        it): the SQLSTATE the server sent, and whether the connection is reported lost.
+
+        Only facts, no interpretation: the core turns them into an :class:`ErrorKind` with
+        :func:`hasql_core.error_kinds.classify`, the same way for every driver. A timeout the
+        library raises for a query's own time limit is not a lost connection. Must not raise.
+        """
+
     def classify_error(self, error: BaseException) -> ErrorKind:
-        """Say what kind of failure ``error`` (raised by this driver's library) is."""
+        """What kind of failure ``error`` is: :meth:`error_facts` classified by the core.
+
+        Drivers do not override this; they implement :meth:`error_facts`.
+        """
+        return classify(self.error_facts(error))
 
     # -- the monitor connection ----------------------------------------------------------------------
 

@@ -60,9 +60,12 @@ class AcquireContext:
     """A pending acquire.
 
     ``conn = await ctx`` returns the driver's connection, which the caller gives back with
-    ``await manager.release(conn)``. ``async with ctx as conn:`` releases it on exit; an exception that
-    leaves the block and means the host failed (connection lost, read-only violation) makes the
-    manager re-probe that host at once. The acquire itself starts only when awaited or entered.
+    ``await manager.release(conn)``. ``async with ctx as conn:`` releases it on exit, within the
+    manager's ``release_timeout``; an exception that leaves the block and means the host failed
+    (connection lost, read-only violation) makes the manager re-probe that host at once. After a
+    host failure, a cancellation or a timeout inside the block the connection is discarded (closed
+    without a server round trip) instead of being reset and reused. The acquire itself starts only
+    when awaited or entered.
     """
 
     __slots__ = ("_connection", "_manager", "_request")
@@ -90,4 +93,4 @@ class AcquireContext:
         connection, self._connection = self._connection, None
         if exc is not None:
             self._manager.report_error(connection, exc)
-        await self._manager.give_back(connection, {}, check_closed=exc is not None)
+        await self._manager.give_back(connection, {}, exc, check_closed=exc is not None)

@@ -37,6 +37,12 @@ class ConfigurationError(HasqlError, ValueError):
     """An argument, or a combination of arguments, is not valid."""
 
 
+class PoolSetupError(ConfigurationError):
+    """A host's pool cannot be made, for a reason waiting will not fix (e.g. an option the driver's
+    library does not know in ``pool_factory_kwargs``). ``ready()`` and acquires fail at once with
+    it; the library's own exception is chained as ``__cause__``."""
+
+
 class PoolManagerClosedError(HasqlError, RuntimeError):
     """The pool manager was used after ``close()`` or ``terminate()`` began."""
 

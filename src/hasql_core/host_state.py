@@ -86,6 +86,6 @@ class HostState:
             parts.append(f"lag {self.lag_bytes if self.lag_bytes is not None else '?'}B/{seconds}")
             if self.stale:
                 parts.append("beyond lag limit")
-        if self.last_error and not self.available:
+        if self.last_error:  # a probe that failed, or a pool that could not be opened
             parts.append(f"last error: {self.last_error}")
         return " ".join(parts)

@@ -22,10 +22,12 @@ from .balancer import BalancerPolicy
 from .deadline import run_until, within
 from .driver import Driver, ErrorKind
 from .dsn import Dsn, split_dsn
+from .error_kinds import HOST_FAILURES
 from .errors import (
     AcquireTimeoutError,
     ConfigurationError,
     PoolManagerClosedError,
+    PoolSetupError,
     ReadyTimeoutError,
     SplitBrainError,
 )
@@ -47,8 +49,6 @@ DEFAULT_FAST_REFRESH_DELAY = 0.05
 DEFAULT_CLOSE_TIMEOUT = 10.0
 DEFAULT_STOPWATCH_WINDOW_SIZE = 128
 DEFAULT_MASTER_AS_REPLICA_WEIGHT = 0.0
-
-_HOST_FAILURES = (ErrorKind.CONNECTION_LOST, ErrorKind.READ_ONLY, ErrorKind.UNAVAILABLE)
 
 
 #: libpq parameters that pick among several hosts. The manager routes by role itself and connects
@@ -87,7 +87,9 @@ class PoolManager:
     New: ``driver`` (a name, a :class:`~hasql_core.driver.Driver` subclass or an instance), ``max_lag``
     (seconds or a timedelta) and ``max_lag_bytes`` (replicas beyond either are not used for reads),
     ``observers`` (objects implementing the event hooks, or entry-point names), ``close_timeout``
-    (how long ``close()`` waits for handed-out connections).
+    (how long ``close()`` waits for handed-out connections), ``release_timeout`` (how long giving
+    a connection back may wait on its server before the connection is discarded instead; default
+    ``refresh_timeout``).
 
     The manager starts monitoring when created inside a running event loop, otherwise at its first
     use. Use ``async with PoolManager(...) as pm`` or call :meth:`close` when done.
@@ -111,11 +113,17 @@ class PoolManager:
         observers: Sequence[object | str] = (),
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         fast_refresh_delay: float = DEFAULT_FAST_REFRESH_DELAY,
+        release_timeout: float | None = None,
     ) -> None:
         self._acquire_timeout = positive(acquire_timeout, "acquire_timeout")
         self._refresh_delay = positive(refresh_delay, "refresh_delay")
         self._refresh_timeout = positive(refresh_timeout, "refresh_timeout")
         self._close_timeout = positive(close_timeout, "close_timeout")
+        self._release_timeout = (
+            self._refresh_timeout
+            if release_timeout is None
+            else positive(release_timeout, "release_timeout")
+        )
         check_weight(master_as_replica_weight)
         if not isinstance(stopwatch_window_size, int) or stopwatch_window_size < 1:
             raise ConfigurationError(
@@ -171,6 +179,8 @@ class PoolManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._fast_waiters = 0
         self._handed_out: dict[int, tuple[Any, HostEntry]] = {}
+        #: ids of handed-out connections that failed with a host failure: discarded on release.
+        self._failed: set[int] = set()
         self._all_returned: asyncio.Event | None = None
         self._closing = False
         self._closed = False
@@ -472,7 +482,7 @@ class PoolManager:
                     ) from error
                 except Exception as error:
                     kind = self._driver.classify_error(error)
-                    if kind not in _HOST_FAILURES:
+                    if kind not in HOST_FAILURES:
                         raise
                     # The host failed under us: re-probe it, try another one within the deadline.
                     entry.count_error(kind.value)
@@ -488,9 +498,17 @@ class PoolManager:
             if fast_mode:
                 self._leave_fast_mode()
 
+    def _check_setup(self) -> None:
+        """Raise at once when a pool can never be made, instead of waiting for a timeout."""
+        error = self._topology.setup_error
+        if error is not None:
+            raise PoolSetupError(str(error)) from error.__cause__
+
     async def _wait_for_change(self, request: AcquireRequest, deadline: float) -> None:
-        """Wait for the next topology update; raise at the deadline or when the manager closes."""
+        """Wait for the next topology update; raise at the deadline, when the manager closes, or
+        when a pool can never be made."""
         self._check_open()
+        self._check_setup()
         loop = asyncio.get_running_loop()
         if loop.time() >= deadline:
             raise AcquireTimeoutError(
@@ -499,21 +517,32 @@ class PoolManager:
             )
         await self._topology.wait_for_update(deadline)
         self._check_open()
+        self._check_setup()
 
     async def release(self, connection: Any, **kwargs: Any) -> None:
         """Give back a connection handed out by this manager. ``kwargs`` go to the driver's release.
 
-        A connection that comes back closed makes the manager re-probe its host. Raises ``ValueError``
+        Bounded: the driver's release (which may roll back or reset over the network) gets at most
+        ``release_timeout`` seconds; after that, or when the caller is cancelled meanwhile, the
+        connection is discarded (closed without a round trip; the pool replaces it) and its host
+        re-probed. A connection that failed with a host failure (see :meth:`report_error`), came
+        back closed, or whose host is not usable now is discarded at once. Raises ``ValueError``
         for a connection this manager did not hand out (or that was already released).
         """
-        await self.give_back(connection, kwargs, check_closed=True)
+        await self.give_back(connection, kwargs, None, check_closed=True)
 
     async def give_back(
-        self, connection: Any, kwargs: Mapping[str, Any], *, check_closed: bool
+        self,
+        connection: Any,
+        kwargs: Mapping[str, Any],
+        failure: BaseException | None,
+        *,
+        check_closed: bool,
     ) -> None:
-        """:meth:`release`, with the closed-connection check optional: an ``async with`` block
-        that ended without an exception used its connection successfully, so the check (a call
-        into the driver on every release) is skipped there."""
+        """:meth:`release`, told how the connection's use ended: ``failure`` is the exception that
+        left an ``async with`` block (a cancelled or timed-out statement, or a host failure, means
+        the connection is discarded without waiting on its server). ``check_closed=False`` skips
+        the closed-connection check (a call into the driver) for a block that ended normally."""
         item = self._handed_out.pop(id(connection), None)
         if item is None:
             raise ValueError(
@@ -522,20 +551,78 @@ class PoolManager:
             )
         entry = item[1]
         try:
-            if check_closed and self._driver.is_connection_closed(connection):
-                entry.count_error(ErrorKind.CONNECTION_LOST.value)
-                self._suspect(entry)
-            if entry.pool is not None:
-                await self._driver.release(entry.pool, connection, **kwargs)
+            pool = entry.pool
+            if pool is None:  # terminated meanwhile: the driver closed the connection already
+                return
+            if self._must_discard(entry, connection, failure, check_closed):
+                self._discard(entry, pool, connection)
+                return
+            await self._release_within_bound(entry, pool, connection, kwargs)
         finally:
             if not self._handed_out and self._all_returned is not None:
                 self._all_returned.set()
 
+    def _must_discard(
+        self, entry: HostEntry, connection: Any, failure: BaseException | None, check_closed: bool
+    ) -> bool:
+        """Whether giving ``connection`` back could wait on a server that may not answer."""
+        if self._failed and id(connection) in self._failed:
+            self._failed.discard(id(connection))
+            return True
+        if isinstance(failure, (asyncio.CancelledError, asyncio.TimeoutError, TimeoutError)):
+            return True  # a statement interrupted mid-way: the library would wait to clean up
+        if entry.suspect is not None or not entry.state.available:
+            return True
+        if check_closed and self._driver.is_connection_closed(connection):
+            entry.count_error(ErrorKind.CONNECTION_LOST.value)
+            self._suspect(entry)
+            return True
+        return False
+
+    async def _release_within_bound(
+        self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]
+    ) -> None:
+        deadline = asyncio.get_running_loop().time() + self._release_timeout
+        try:
+            await run_until(self._driver.release(pool, connection, **kwargs), deadline)
+        except asyncio.TimeoutError:
+            self._discard(entry, pool, connection)
+            entry.count_error("release_timeout")
+            log.info(
+                "giving a connection back to %s took over %gs; discarded it, re-probing the host",
+                entry.state.name,
+                self._release_timeout,
+            )
+            self._suspect(entry)
+        except asyncio.CancelledError:
+            self._discard(entry, pool, connection)
+            raise
+        except Exception as error:
+            self._discard(entry, pool, connection)
+            kind = self._driver.classify_error(error)
+            if kind not in HOST_FAILURES:
+                raise
+            entry.count_error(kind.value)
+            self._suspect(entry)
+
+    def _discard(self, entry: HostEntry, pool: Any, connection: Any) -> None:
+        entry.discarded += 1
+        try:
+            self._driver.discard(pool, connection)
+        except Exception as error:  # the contract says it must not raise; never lose the caller
+            log.warning(
+                "the %s driver failed to discard a connection of %s: %s",
+                self._driver.name,
+                entry.state.name,
+                type(error).__name__,
+            )
+
     def report_error(self, connection: Any, error: BaseException) -> None:
         """Tell the manager that ``error`` was raised while ``connection`` was in use.
 
-        Host failures (connection lost, read-only violation, server shutting down) make the manager
-        re-probe the host at once; a demoted primary then stops getting writes within one probe.
+        Host failures (connection lost, read-only violation, server refusing sessions) make the
+        manager re-probe the host at once (a demoted primary then stops getting writes within one
+        probe) and the connection is discarded, not reset, when it is given back.
         """
         if not isinstance(error, Exception):
             return
@@ -543,9 +630,10 @@ class PoolManager:
         if item is None:
             return
         kind = self._driver.classify_error(error)
-        if kind in _HOST_FAILURES:
+        if kind in HOST_FAILURES:
             entry = item[1]
             entry.count_error(kind.value)
+            self._failed.add(id(connection))
             log.info(
                 "host %s failed under a handed-out connection (%s); re-probing",
                 entry.state.name,
@@ -566,6 +654,7 @@ class PoolManager:
         deadline = None if timeout is None else loop.time() + timeout
         while not predicate():
             self._check_open()
+            self._check_setup()
             if deadline is not None and loop.time() >= deadline:
                 raise ReadyTimeoutError(
                     f"timed out after {timeout:g}s waiting for {what}. Hosts: "
@@ -593,6 +682,8 @@ class PoolManager:
         if replicas_count is not None and replicas_count < 0:
             raise ConfigurationError(f"replicas_count must not be negative, got {replicas_count}")
         timeout = positive(timeout, "timeout")
+        if masters_count is not None and replicas_count is not None:
+            self._check_reachable(masters_count, replicas_count)
         if masters_count is None or replicas_count is None:
             await self._wait_until(self._all_available, timeout, "every host")
             return
@@ -603,6 +694,20 @@ class PoolManager:
             f"{m} primary(ies) and {r} replica(s)",
         )
 
+    def _check_reachable(self, masters: int, replicas: int) -> None:
+        """Refuse counts no cluster of these hosts can ever show, instead of waiting them out."""
+        hosts = len(self._entries)
+        if masters > 1:
+            raise ConfigurationError(
+                f"masters_count={masters} can never be reached: one primary takes writes "
+                "(a second one is a split brain, never counted). Use masters_count=1 or 0."
+            )
+        if masters + replicas > hosts:
+            raise ConfigurationError(
+                f"{masters} primary(ies) and {replicas} replica(s) can never be ready: the DSN "
+                f"names {hosts} host(s), and each host is the primary or a replica"
+            )
+
     def _all_available(self) -> bool:
         return all(e.state.available and e.pool is not None for e in self._entries)
 
@@ -612,6 +717,7 @@ class PoolManager:
 
     async def wait_masters_ready(self, masters_count: int, timeout: float | None = None) -> None:
         """Wait until at least ``masters_count`` primaries are usable."""
+        self._check_reachable(masters_count, 0)
         await self._wait_until(
             lambda: self.master_pool_count >= masters_count,
             timeout,
@@ -620,6 +726,7 @@ class PoolManager:
 
     async def wait_replicas_ready(self, replicas_count: int, timeout: float | None = None) -> None:
         """Wait until at least ``replicas_count`` replicas are usable."""
+        self._check_reachable(0, replicas_count)
         await self._wait_until(
             lambda: self.replica_pool_count >= replicas_count,
             timeout,
@@ -751,6 +858,7 @@ class PoolManager:
                     entry.acquire_count,
                     entry.acquire_time,
                     dict(entry.errors),
+                    entry.discarded,
                 )
             )
             if entry.pool is not None:

@@ -36,7 +36,9 @@ class HasqlMetrics:
 @attrs.frozen
 class HostMetrics:
     """Everything known about one host: state (role, availability, lag, probe time), pool figures,
-    acquires served and the total time they took (seconds), and failures counted by kind.
+    acquires served and the total time they took (seconds), failures counted by kind, and
+    connections discarded (closed instead of given back: interrupted statements, host failures,
+    releases that took longer than ``release_timeout``).
     """
 
     state: HostState
@@ -45,6 +47,7 @@ class HostMetrics:
     acquire_count: int
     acquire_time: float
     errors: Mapping[str, int]
+    discarded: int = 0
 
 
 @attrs.frozen

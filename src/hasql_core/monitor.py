@@ -20,6 +20,7 @@ import attrs
 
 from .deadline import set_done, within
 from .driver import Driver
+from .errors import ConfigurationError, PoolSetupError
 from .host_state import HostState, Role
 from .probe import PROBE_QUERY, parse_probe_row, state_from_probe
 from .topology import HostEntry, Topology
@@ -34,6 +35,10 @@ CLEANUP_TIMEOUT = 1.0
 SLOW_PROBE_FACTOR = 10.0
 #: ...but never one faster than this (seconds): scheduling noise is not a fault.
 SLOW_PROBE_FLOOR = 0.1
+
+
+#: Errors of opening a pool that waiting will not fix: the library refused its arguments.
+_DETERMINISTIC_POOL_ERRORS = (TypeError, ConfigurationError)
 
 
 @attrs.frozen
@@ -88,6 +93,7 @@ class HostMonitor:
         self._probe_again = False
         self._stale_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Future[None]] = set()
+        self._pool_error_logged: str | None = None
 
     def wake(self) -> None:
         """Probe as soon as possible: now if sleeping, again right after the probe in flight."""
@@ -150,7 +156,9 @@ class HostMonitor:
                 except Exception as error:  # it answers probes but takes no pool: not a candidate
                     message = describe_error(error, self._secrets)
                     entry.count_error("pool_open_error")
-                    log.warning("could not open the pool for %s: %s", entry.state.name, message)
+                    if message != self._pool_error_logged:  # once per change, not per probe
+                        self._pool_error_logged = message
+                        log.warning("could not open the pool for %s: %s", entry.state.name, message)
                     state = attrs.evolve(state, last_error=f"opening the pool: {message}")
             was_primary = entry.state.role is Role.PRIMARY
             self._topology.update(entry, state, begun, pool_opened)
@@ -244,18 +252,37 @@ class HostMonitor:
 
     async def _open_pool(self) -> None:
         entry = self.entry
-        pool = self._driver.create_pool(entry.dsn, self._pool_options)
+        try:
+            pool = self._driver.create_pool(entry.dsn, self._pool_options)
+        except Exception as error:
+            # create_pool does no I/O, so its failure is a deterministic one: a bad option or DSN.
+            self._give_up_on_pool(error)
+            raise
         try:
             await bounded(
                 self._driver.open_pool(pool), self._settings.refresh_timeout, "opening the pool"
             )
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(Exception):
                 await within(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT)
+            if isinstance(error, _DETERMINISTIC_POOL_ERRORS):
+                self._give_up_on_pool(error)
             raise
         entry.pool = pool
+        self._pool_error_logged = None
         log.info("opened pool for %s", entry.state.name)
         self._emit("pool_created", host=entry.state)
+
+    def _give_up_on_pool(self, error: Exception) -> None:
+        """Tell waiting acquires and ``ready()`` that this host's pool can never be made."""
+        message = describe_error(error, self._secrets)
+        failure = PoolSetupError(
+            f"the {self._driver.name} driver cannot make a pool for {self.entry.state.name}: "
+            f"{message}. Check pool_factory_kwargs (they go to the driver's pool factory "
+            "unchanged) and the DSN."
+        )
+        failure.__cause__ = error
+        self._topology.fail_setup(failure)
 
     def _expire_idle(self) -> None:
         """The host stopped being primary: its idle connections must not be handed out for writes."""

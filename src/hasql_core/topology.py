@@ -68,6 +68,7 @@ class HostEntry:
         "acquire_count",
         "acquire_time",
         "checks",
+        "discarded",
         "dsn",
         "errors",
         "pool",
@@ -91,6 +92,8 @@ class HostEntry:
         self.checks = 0
         self.acquire_count = 0
         self.acquire_time = 0.0
+        #: Connections closed instead of released (see ``Driver.discard``).
+        self.discarded = 0
         #: Failures by kind: probe errors, and errors seen on handed-out connections.
         self.errors: dict[str, int] = {}
 
@@ -163,6 +166,8 @@ class Topology:
         self.split_brain_tie: tuple[HostEntry, ...] = ()
         #: Newest WAL position reported by the writable primary.
         self.primary_lsn: int | None = None
+        #: Set when a pool can never be made (see :meth:`fail_setup`).
+        self.setup_error: Exception | None = None
         self._split_brain_seen: frozenset[str] = frozenset()
         self._waiters: set[asyncio.Future[None]] = set()
 
@@ -204,6 +209,13 @@ class Topology:
             self.recompute()
         if entry is self.primary and state.wal_lsn is not None:
             self.primary_lsn = max(self.primary_lsn or 0, state.wal_lsn)
+
+    def fail_setup(self, error: Exception) -> None:
+        """Record that a pool can never be made (``PoolSetupError``) and wake every waiter, which
+        then raises it: waiting would only end in a timeout that hides the cause."""
+        if self.setup_error is None:
+            self.setup_error = error
+        self.wake_waiters()
 
     def mark_stale(self, entry: HostEntry) -> None:
         """Treat the standby ``entry`` as beyond the lag limit until its next probe says otherwise."""

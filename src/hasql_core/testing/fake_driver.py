@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..driver import Driver, ErrorKind, PoolStats
+from ..driver import Driver, ErrorFacts, PoolStats
 from ..dsn import Dsn
 
 
@@ -170,6 +170,9 @@ class FakeConnection:
     def __init__(self, host: FakeHost) -> None:
         self.host = host
         self.closed = False
+        #: A statement was interrupted before the host answered: like a real library, the
+        #: connection must hear back from the host before it can be reused.
+        self.busy = False
         host.open_connections += 1
 
     async def execute(self, sql: str) -> str:
@@ -177,11 +180,13 @@ class FakeConnection:
         ``UPDATE`` or ``DELETE`` fails on a standby or read-only host. Returns the host's name."""
         if self.closed:
             raise FakeConnectionLost("connection is closed")
+        self.busy = True
         try:
             await self.host.answer()
         except FakeConnectionLost:
             self.close()
             raise
+        self.busy = False
         if sql.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE") and (
             self.host.role != "primary" or self.host.read_only
         ):
@@ -207,6 +212,8 @@ class FakePool:
         self.opening = 0
         self.closed = False
         self._waiters: deque[asyncio.Future[FakeConnection]] = deque()
+        self._replacing: set[asyncio.Task[None]] = set()
+        self.password: str | None = None
 
     @property
     def size(self) -> int:
@@ -251,6 +258,21 @@ class FakePool:
         self.in_use.discard(connection)
         if connection.closed or self.closed:
             connection.close()
+            self.replace_for_waiter()
+            return
+        self._put_back(connection)
+
+    def replace_for_waiter(self) -> None:
+        """A slot was freed by a closed connection: open a new one for the first waiter."""
+        if self._waiters and not self.closed and self.size < self.max_size:
+            task = asyncio.get_running_loop().create_task(self._open_for_waiter())
+            self._replacing.add(task)
+            task.add_done_callback(self._replacing.discard)
+
+    async def _open_for_waiter(self) -> None:
+        try:
+            connection = await self.connect()
+        except Exception:
             return
         self._put_back(connection)
 
@@ -284,24 +306,28 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
         self.cluster = cluster
         #: Every pool this driver created, for tests.
         self.pools: list[FakePool] = []
+        #: Calls of :meth:`discard`.
+        self.discarded = 0
 
     def create_pool(self, dsn: Dsn, pool_options: Mapping[str, Any]) -> FakePool:
-        """A pool for the simulated host of ``dsn``; checks the password like a server would."""
+        """A pool for the simulated host of ``dsn``, not connected yet. Unknown options raise
+        ``TypeError`` here, as a real library's pool factory does."""
         unknown = set(pool_options) - {"min_size", "max_size"}
         if unknown:
             raise TypeError(f"unexpected pool options: {sorted(unknown)}")
-        if dsn.password != self.cluster.password:
-            raise PermissionError("password authentication failed")
         pool = FakePool(
             self.cluster.host(dsn.host, dsn.port),
             int(pool_options.get("min_size", 1)),
             int(pool_options.get("max_size", 10)),
         )
+        pool.password = dsn.password
         self.pools.append(pool)
         return pool
 
     async def open_pool(self, pool: FakePool) -> None:
-        """Open ``min_size`` connections."""
+        """Open ``min_size`` connections; a wrong password is refused like a server would."""
+        if pool.password != self.cluster.password:
+            raise PermissionError("password authentication failed")
         for _ in range(pool.min_size):
             pool.idle.append(await pool.connect())
 
@@ -310,8 +336,26 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
         return await pool.acquire()
 
     async def release(self, pool: FakePool, connection: FakeConnection, **kwargs: Any) -> None:
-        """Give a connection back."""
+        """Give a connection back. A connection whose statement was interrupted first waits for
+        its host to answer (as a real library waits for a cancellation or a reset): forever while
+        the host is frozen, unless it is discarded meanwhile."""
+        if connection.busy and not connection.closed:
+            try:
+                await connection.host.answer()
+            except FakeConnectionLost:
+                connection.close()
+            connection.busy = False
+        if connection in pool.in_use:
+            pool.release(connection)
+
+    def discard(self, pool: FakePool, connection: FakeConnection) -> None:
+        """Close the connection and free its slot; a waiting acquire gets a new connection."""
+        self.discarded += 1
+        if connection not in pool.in_use:
+            return
+        connection.close()
         pool.release(connection)
+        pool.replace_for_waiter()
 
     async def close_pool(self, pool: FakePool) -> None:
         """Wait for handed-out connections to come back, then close everything."""
@@ -341,13 +385,14 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
         """True once closed."""
         return connection.closed
 
-    def classify_error(self, error: BaseException) -> ErrorKind:
-        """Connection errors are host failures; :class:`FakeReadOnlyError` is a read-only one."""
+    def error_facts(self, error: BaseException) -> ErrorFacts:
+        """:class:`FakeReadOnlyError` carries SQLSTATE 25006; connection errors are lost
+        connections (a timeout is not)."""
         if isinstance(error, FakeReadOnlyError):
-            return ErrorKind.READ_ONLY
-        if isinstance(error, (ConnectionError, OSError)):
-            return ErrorKind.CONNECTION_LOST
-        return ErrorKind.OTHER
+            return ErrorFacts(sqlstate=FakeReadOnlyError.sqlstate)
+        if isinstance(error, (TimeoutError, asyncio.TimeoutError)):
+            return ErrorFacts()
+        return ErrorFacts(connection_lost=isinstance(error, (ConnectionError, OSError)))
 
     async def connect_monitor(self, dsn: Dsn, timeout: float) -> FakeConnection:
         """A connection outside every pool."""

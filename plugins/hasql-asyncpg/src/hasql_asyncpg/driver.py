@@ -8,6 +8,7 @@ SQLAlchemy core statements. Only asyncpg's public API is used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.metadata
 from collections.abc import Callable, Mapping, Sequence
@@ -18,14 +19,14 @@ import asyncpg
 import asyncpg.exceptions
 import asyncpg.pool
 
-from hasql_core.driver import Driver, ErrorKind, PoolStats
+from hasql_core.driver import Driver, ErrorFacts, PoolStats
 from hasql_core.dsn import Dsn
 from hasql_core.errors import DsnError, PluginError
 
 __all__ = [
     "AsyncpgDriver",
     "AsyncpgsaDriver",
-    "classify_asyncpg_error",
+    "asyncpg_error_facts",
     "connect_arguments",
     "import_asyncpgsa",
     "merge_options",
@@ -174,49 +175,29 @@ def merge_options(derived: Mapping[str, Any], user: Mapping[str, Any]) -> dict[s
     return merged
 
 
-_LOST_SQLSTATE_CLASS = "08"  # connection_exception and its subclasses
-_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
-_READ_ONLY_SQLSTATE = "25006"
+def asyncpg_error_facts(error: BaseException) -> ErrorFacts:
+    """The facts of an exception raised by asyncpg (or by the network under it).
 
-
-def classify_asyncpg_error(error: BaseException) -> ErrorKind:
-    """Say what kind of failure an exception raised by asyncpg (or by the network under it) is.
-
-    - SQLSTATE 25006 (``ReadOnlySQLTransactionError``: a write on a standby or in a read-only
-      transaction) is :attr:`~ErrorKind.READ_ONLY`;
-    - SQLSTATE 57P01, 57P02, 57P03 (admin shutdown, crash shutdown, cannot connect now: the server
-      is shutting down or starting up) is :attr:`~ErrorKind.UNAVAILABLE`;
-    - SQLSTATE class 08 (``PostgresConnectionError``, including ``ConnectionDoesNotExistError``,
-      which asyncpg raises when the server ends the session, e.g. ``pg_terminate_backend``),
-      asyncpg's ``InterfaceError("connection is closed")``, and ``OSError`` (refused, reset,
-      unreachable, name resolution) are :attr:`~ErrorKind.CONNECTION_LOST`;
-    - a timeout is :attr:`~ErrorKind.OTHER`: asyncpg raises it for a query's own ``timeout=``, after
+    - a server error (``asyncpg.PostgresError``) gives its ``sqlstate``; asyncpg's
+      ``ConnectionDoesNotExistError`` (the server ended the session) is also a lost connection;
+    - ``asyncpg.InterfaceError("connection is closed ...")`` (an operation on a connection whose
+      socket is gone) and ``OSError`` (refused, reset, unreachable, name resolution) are lost
+      connections; other interface errors ("pool is closing", "connection has been released back to
+      the pool", "another operation is in progress") are misuse, not the host's fault;
+    - a timeout is not a lost connection: asyncpg raises it for a query's own ``timeout=``, after
       which the connection is fine (on Python >= 3.11 ``TimeoutError`` is an ``OSError``, so it is
-      checked first); hasql-core finds hung hosts with its own deadlines;
-    - anything else (SQL errors, constraint violations, misuse) is :attr:`~ErrorKind.OTHER`.
+      checked first).
     """
     # asyncio.TimeoutError is TimeoutError (an OSError) on >= 3.11, a class of its own on 3.10.
     if isinstance(error, (TimeoutError, asyncio.TimeoutError)):
-        return ErrorKind.OTHER
+        return ErrorFacts()
     if isinstance(error, asyncpg.exceptions.PostgresError):
-        sqlstate = getattr(error, "sqlstate", None) or ""
-        if sqlstate == _READ_ONLY_SQLSTATE:
-            return ErrorKind.READ_ONLY
-        if sqlstate in _UNAVAILABLE_SQLSTATES:
-            return ErrorKind.UNAVAILABLE
-        if sqlstate.startswith(_LOST_SQLSTATE_CLASS):
-            return ErrorKind.CONNECTION_LOST
-        return ErrorKind.OTHER
+        sqlstate = getattr(error, "sqlstate", None) or None
+        lost = isinstance(error, asyncpg.exceptions.ConnectionDoesNotExistError)
+        return ErrorFacts(sqlstate=sqlstate, connection_lost=lost)
     if isinstance(error, asyncpg.exceptions.InterfaceError):
-        # asyncpg says "connection is closed" for an operation on a connection whose socket is gone;
-        # other interface errors ("pool is closing", "connection has been released back to the
-        # pool", "another operation is in progress") are misuse, not the host's fault.
-        if str(error).startswith("connection is closed"):
-            return ErrorKind.CONNECTION_LOST
-        return ErrorKind.OTHER
-    if isinstance(error, OSError):  # ConnectionError (refused, reset, aborted), EOF, DNS, ...
-        return ErrorKind.CONNECTION_LOST
-    return ErrorKind.OTHER
+        return ErrorFacts(connection_lost=str(error).startswith("connection is closed"))
+    return ErrorFacts(connection_lost=isinstance(error, OSError))
 
 
 class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, asyncpg.Connection]):
@@ -312,6 +293,22 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
             held.discard(id(connection))
         await pool.release(connection, **kwargs)
 
+    def discard(self, pool: asyncpg.Pool, connection: asyncpg.pool.PoolConnectionProxy) -> None:
+        """Close ``connection`` at once (``terminate()``: the socket is closed, nothing is sent or
+        awaited) and free its slot: asyncpg puts the holder back in the pool when a pooled
+        connection is terminated, and opens a new connection for it on a later acquire.
+
+        A release of the same connection still in flight (waiting on a frozen server to finish a
+        cancellation or the reset) then fails inside asyncpg's shielded release, which terminates
+        and frees the holder itself; the connection is never handed out again. A connection
+        already released or discarded is left alone.
+        """
+        held = self._handed_out.get(id(pool))
+        if held is not None:
+            held.discard(id(connection))
+        with contextlib.suppress(asyncpg.exceptions.InterfaceError):  # already released
+            connection.terminate()
+
     async def close_pool(self, pool: asyncpg.Pool) -> None:
         """Close gracefully: ``pool.close()`` waits for handed-out connections, then closes all.
 
@@ -372,9 +369,9 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         except asyncpg.exceptions.InterfaceError:  # "connection has been released back to the pool"
             return True
 
-    def classify_error(self, error: BaseException) -> ErrorKind:
-        """See :func:`classify_asyncpg_error`."""
-        return classify_asyncpg_error(error)
+    def error_facts(self, error: BaseException) -> ErrorFacts:
+        """See :func:`asyncpg_error_facts`."""
+        return asyncpg_error_facts(error)
 
     # -- the monitor connection --------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import ConnStatus
 
-from hasql_core.driver import Driver, ErrorKind, PoolStats
+from hasql_core.driver import Driver, ErrorFacts, PoolStats
 from hasql_core.dsn import Dsn
 from hasql_core.errors import ConfigurationError, HasqlError
 
@@ -58,11 +58,6 @@ TASK_END_TIMEOUT = 0.5
 #: Application name of monitor connections, unless the DSN names one.
 MONITOR_APPLICATION_NAME = "hasql-monitor"
 
-# SQLSTATEs. 57P01 admin_shutdown and 57P02 crash_shutdown end an established connection (server
-# shutdown, pg_terminate_backend(), a crashed sibling); 57P03 cannot_connect_now is the answer of a
-# server that is starting up, shutting down or in recovery without hot standby.
-_TERMINATED = frozenset({"57P01", "57P02"})
-_REFUSING = frozenset({"57P03"})
 _BAD = ConnStatus.BAD
 _HAS_POLL = hasattr(select, "poll")
 _POOL_ERRORS = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg_pool.TooManyRequests)
@@ -80,7 +75,16 @@ class PsycopgPoolTimeout(HasqlError, asyncio.TimeoutError):
 class _PoolState:
     """What the driver keeps per pool: handed-out connections, closing flag, background tasks."""
 
-    __slots__ = ("all_returned", "close_task", "closing", "handed_out", "pool", "workers")
+    __slots__ = (
+        "all_returned",
+        "close_task",
+        "closing",
+        "discards",
+        "handed_out",
+        "pool",
+        "releasing",
+        "workers",
+    )
 
     def __init__(self, pool: AsyncPool) -> None:
         self.pool = pool  # keeps id(pool) unique while the state is registered
@@ -90,6 +94,10 @@ class _PoolState:
         self.closing = False
         self.workers: set[asyncio.Task[Any]] = set()
         self.close_task: asyncio.Future[None] | None = None
+        #: Connections whose ``putconn`` is in flight (it may be rolling back over the network).
+        self.releasing: set[AsyncConn] = set()
+        #: Background ``putconn`` calls of discarded connections (kept referenced until done).
+        self.discards: set[asyncio.Future[None]] = set()
 
     def checked_out(self, connection: AsyncConn) -> None:
         self.handed_out.add(connection)
@@ -248,6 +256,21 @@ def _close_if_connected(task: asyncio.Future[AsyncConn]) -> None:
     _finish(task.result())
 
 
+_NO_FACTS = ErrorFacts()
+
+
+def _facts_of_one(error: BaseException) -> ErrorFacts:
+    if isinstance(error, (*_POOL_ERRORS, asyncio.TimeoutError, TimeoutError)):
+        return _NO_FACTS
+    if isinstance(error, psycopg.Error):
+        sqlstate = error.sqlstate
+        lost = isinstance(error, psycopg.OperationalError) and sqlstate is None
+        return ErrorFacts(sqlstate=sqlstate, connection_lost=lost)
+    if isinstance(error, OSError):
+        return ErrorFacts(connection_lost=True)
+    return _NO_FACTS
+
+
 class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
     """hasql-core driver for psycopg 3 (``psycopg.AsyncConnection``, ``psycopg_pool``).
 
@@ -384,9 +407,41 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         :func:`_run_to_completion`).
         """
         state = self._state(pool)
+        if state is None:
+            await _run_to_completion(pool.putconn(connection, **kwargs))
+            return
+        state.checked_in(connection)
+        state.releasing.add(connection)
+        try:
+            await _run_to_completion(pool.putconn(connection, **kwargs))
+        finally:
+            state.releasing.discard(connection)
+
+    def discard(self, pool: AsyncPool, connection: AsyncConn) -> None:
+        """Close ``connection`` at once and let the pool replace it; nothing waits on the server.
+
+        The socket is shut down first, so a release of the same connection still in flight (a
+        rollback waiting on a frozen server) fails at once, and psycopg_pool then closes the
+        connection and opens a replacement itself. Otherwise the libpq connection is closed and
+        handed to ``putconn`` in the background: psycopg_pool drops a closed connection and opens
+        a replacement. A connection already given back (or discarded) is left alone.
+        """
+        state = self._state(pool)
         if state is not None:
+            if connection not in state.handed_out and connection not in state.releasing:
+                return  # already released or discarded
             state.checked_in(connection)
-        await _run_to_completion(pool.putconn(connection, **kwargs))
+        _shutdown_socket(connection)
+        if state is not None and connection in state.releasing:
+            return
+        _finish(connection)
+        if pool.closed:
+            return
+        returning = asyncio.ensure_future(pool.putconn(connection))
+        _forget(returning)
+        if state is not None:
+            state.discards.add(returning)
+            returning.add_done_callback(state.discards.discard)
 
     async def close_pool(self, pool: AsyncPool) -> None:
         """Close ``pool`` gracefully.
@@ -491,47 +546,24 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         """True when ``connection`` is closed, by the client or because it broke."""
         return connection.closed
 
-    def classify_error(self, error: BaseException) -> ErrorKind:
-        """Say what kind of failure ``error`` is (its explicit ``__cause__`` chain is followed).
+    def error_facts(self, error: BaseException) -> ErrorFacts:
+        """The facts of ``error``, following its explicit ``__cause__`` chain to the first one
+        that carries any (a :class:`PsycopgPoolTimeout` or a wrapper of the user's).
 
-        - ``READ_ONLY``: SQLSTATE 25006 (a write on a standby or in a read-only transaction).
-        - ``UNAVAILABLE``: SQLSTATE 57P03, a server refusing connections while starting up or
-          shutting down.
-        - ``CONNECTION_LOST``: the connection broke or could not be made: an ``OperationalError``
-          without SQLSTATE or of class 08, SQLSTATE 57P01/57P02 (the server ended the session:
-          shutdown, ``pg_terminate_backend()``, crash), an ``OSError``.
-        - ``OTHER``: everything else, including psycopg_pool's own errors and timeouts.
+        - a ``psycopg.Error`` gives its ``sqlstate``; an ``OperationalError`` without one (the
+          connection broke or could not be made) is a lost connection;
+        - an ``OSError`` is a lost connection;
+        - psycopg_pool's own errors and timeouts carry no facts: the pool, not the host, said no.
         """
-        seen = 0
         current: BaseException | None = error
-        while current is not None and seen < 8:
-            kind = self._classify_one(current)
-            if kind is not ErrorKind.OTHER:
-                return kind
+        for _ in range(8):
+            if current is None:
+                break
+            facts = _facts_of_one(current)
+            if facts != _NO_FACTS:
+                return facts
             current = current.__cause__
-            seen += 1
-        return ErrorKind.OTHER
-
-    @staticmethod
-    def _classify_one(error: BaseException) -> ErrorKind:
-        if isinstance(error, (*_POOL_ERRORS, asyncio.TimeoutError, TimeoutError)):
-            return ErrorKind.OTHER
-        if isinstance(error, pg_errors.ReadOnlySqlTransaction):
-            return ErrorKind.READ_ONLY
-        if isinstance(error, psycopg.Error):
-            sqlstate = error.sqlstate
-            if sqlstate in _REFUSING:
-                return ErrorKind.UNAVAILABLE
-            if sqlstate in _TERMINATED:
-                return ErrorKind.CONNECTION_LOST
-            if isinstance(error, psycopg.OperationalError) and (
-                sqlstate is None or sqlstate.startswith("08")
-            ):
-                return ErrorKind.CONNECTION_LOST
-            return ErrorKind.OTHER
-        if isinstance(error, OSError):
-            return ErrorKind.CONNECTION_LOST
-        return ErrorKind.OTHER
+        return _NO_FACTS
 
     # -- the monitor connection ----------------------------------------------------------------
 

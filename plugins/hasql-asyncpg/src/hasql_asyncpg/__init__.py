@@ -6,7 +6,7 @@ for passing directly and for subclassing.
 
 from __future__ import annotations
 
-from .driver import AsyncpgDriver, AsyncpgsaDriver, classify_asyncpg_error, connect_arguments
+from .driver import AsyncpgDriver, AsyncpgsaDriver, asyncpg_error_facts, connect_arguments
 
-__all__ = ["AsyncpgDriver", "AsyncpgsaDriver", "classify_asyncpg_error", "connect_arguments"]
+__all__ = ["AsyncpgDriver", "AsyncpgsaDriver", "asyncpg_error_facts", "connect_arguments"]
 __version__ = "0.1.0"

@@ -34,6 +34,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import ConnStatus
 
+from hasql_core.deadline import within
 from hasql_core.driver import Driver, ErrorFacts, PoolStats
 from hasql_core.dsn import Dsn
 from hasql_core.errors import ConfigurationError, HasqlError
@@ -54,6 +55,10 @@ TERMINATE_WORKERS_TIMEOUT = 0.1
 #: Upper bound on waiting for cancelled background tasks (pool workers, an abandoned probe) to end.
 #: They end within a loop iteration or two; the bound only guards against a library change.
 TASK_END_TIMEOUT = 0.5
+
+#: How long the cancel request of an interrupted statement may take (see
+#: :func:`bounded_cancel_class`). A live server takes it in milliseconds.
+CANCEL_TIMEOUT = 1.0
 
 #: Application name of monitor connections, unless the DSN names one.
 MONITOR_APPLICATION_NAME = "hasql-monitor"
@@ -271,6 +276,37 @@ def _facts_of_one(error: BaseException) -> ErrorFacts:
     return _NO_FACTS
 
 
+@functools.cache
+def bounded_cancel_class(base: type[AsyncConn]) -> type[AsyncConn]:
+    """A subclass of the connection class ``base`` whose cancel requests are bounded.
+
+    When a statement is interrupted (``asyncio.wait_for`` around it ran out, or its task was
+    cancelled), psycopg sends the server a cancel request and waits for the statement to end, up to
+    about ten seconds in all (forever with psycopg 3.2) when the server is frozen, inside the
+    application's own ``await``. The subclass gives :meth:`cancel_safe` at most
+    :data:`CANCEL_TIMEOUT`; when the server does not take the request in that time, the
+    connection's socket is shut down, so psycopg's wait for the statement ends at once and the
+    connection is closed (the core then discards it). Connections handed out are still instances
+    of ``base`` (the user's ``connection_class``, or :class:`psycopg.AsyncConnection`).
+    """
+
+    class BoundedCancelConnection(base):  # type: ignore[valid-type,misc]
+        async def cancel_safe(self, *, timeout: float = 30.0) -> None:
+            limit = min(timeout, CANCEL_TIMEOUT) if timeout else CANCEL_TIMEOUT
+            try:
+                await within(super().cancel_safe(timeout=timeout), limit)
+            except (asyncio.TimeoutError, pg_errors.CancellationTimeout):
+                _shutdown_socket(self)
+                raise pg_errors.CancellationTimeout(
+                    f"the server did not take the cancel request within {limit:g}s; "
+                    "the connection was closed"
+                ) from None
+
+    BoundedCancelConnection.__name__ = BoundedCancelConnection.__qualname__ = base.__name__
+    BoundedCancelConnection.__module__ = base.__module__
+    return BoundedCancelConnection
+
+
 class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
     """hasql-core driver for psycopg 3 (``psycopg.AsyncConnection``, ``psycopg_pool``).
 
@@ -326,6 +362,9 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
             )
         options = dict(pool_options)
         options.setdefault("name", str(dsn.hosts[0]))
+        options["connection_class"] = bounded_cancel_class(
+            options.get("connection_class", psycopg.AsyncConnection)
+        )
         pool: AsyncPool = psycopg_pool.AsyncConnectionPool(
             self.conninfo(dsn), open=False, **options
         )

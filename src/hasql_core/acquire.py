@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .manager import PoolManager
     from .topology import HostEntry, LagLimit
+
+
+class Acquirer(Protocol):
+    """What an :class:`AcquireContext` needs from the manager (private to hasql-core)."""
+
+    async def _acquire(self, request: AcquireRequest) -> Any: ...
+
+    def report_error(self, connection: Any, error: BaseException) -> None: ...
+
+    async def _give_back(self, connection: Any, failure: BaseException | None) -> None: ...
 
 
 class AcquireRequest:
@@ -68,20 +77,21 @@ class AcquireContext:
     when awaited or entered.
     """
 
-    __slots__ = ("_connection", "_manager", "_request")
+    __slots__ = ("_connection", "_manager", "request")
 
-    def __init__(self, manager: PoolManager, request: AcquireRequest) -> None:
+    def __init__(self, manager: Acquirer, request: AcquireRequest) -> None:
         self._manager = manager
-        self._request = request
+        #: What this acquire asks for.
+        self.request = request
         self._connection: Any = None
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._manager.acquire_now(self._request).__await__()
+        return self._manager._acquire(self.request).__await__()
 
     async def __aenter__(self) -> Any:
         if self._connection is not None:
             raise RuntimeError("this acquire context is already in use; call acquire() again")
-        self._connection = await self._manager.acquire_now(self._request)
+        self._connection = await self._manager._acquire(self.request)
         return self._connection
 
     async def __aexit__(
@@ -93,4 +103,4 @@ class AcquireContext:
         connection, self._connection = self._connection, None
         if exc is not None:
             self._manager.report_error(connection, exc)
-        await self._manager.give_back(connection, {}, exc, check_closed=exc is not None)
+        await self._manager._give_back(connection, exc)

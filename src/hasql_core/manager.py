@@ -7,20 +7,22 @@ import asyncio
 import contextlib
 import datetime
 import logging
-import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any
 
 import attrs
-import pluggy
 
 from . import plugins
+from ._compat import HasqlPoolApi
+from ._events import Events
+from ._handout import Handout
+from ._routing import choose_host
 from .acquire import AcquireContext, AcquireRequest
 from .arguments import check_weight, lag_limit, positive
 from .balancer import BalancerPolicy
 from .deadline import run_until, within
-from .driver import Driver, ErrorKind
+from .driver import Driver
 from .dsn import Dsn, split_dsn
 from .error_kinds import HOST_FAILURES
 from .errors import (
@@ -29,10 +31,9 @@ from .errors import (
     PoolManagerClosedError,
     PoolSetupError,
     ReadyTimeoutError,
-    SplitBrainError,
 )
 from .host_state import HostState
-from .metrics import DriverMetrics, HasqlMetrics, HostMetrics, Metrics
+from .metrics import Metrics, build_metrics
 from .monitor import CLEANUP_TIMEOUT, HostMonitor, MonitorSettings
 from .topology import HostEntry, Topology
 
@@ -62,7 +63,7 @@ def _for_one_host(dsn: Dsn) -> Dsn:
     return dsn if len(params) == len(dsn.params) else attrs.evolve(dsn, params=params)
 
 
-class PoolManager:
+class PoolManager(HasqlPoolApi):
     """Connections to the right host of a PostgreSQL cluster given by one multi-host DSN.
 
     One pool per host is created through the driver with ``pool_factory_kwargs`` unchanged (no hidden
@@ -141,7 +142,7 @@ class PoolManager:
         self._dsn = [_for_one_host(host_dsn) for host_dsn in split_dsn(dsn)]
         self._driver = plugins.make_driver(driver)
         self._balancer = plugins.make_policy(balancer_policy)
-        self._observers: pluggy.PluginManager | None = plugins.make_observer_manager(observers)
+        self._events = Events(plugins.make_observer_manager(observers))
         self._settings = MonitorSettings(
             refresh_delay=self._refresh_delay,
             refresh_timeout=self._refresh_timeout,
@@ -151,7 +152,7 @@ class PoolManager:
             HostEntry(host_dsn, self._driver, stopwatch_window_size) for host_dsn in self._dsn
         )
         self._entry_by_pool: dict[int, HostEntry] = {}
-        self._topology = Topology(self._entries, self._lag_limit, self._emit)
+        self._topology = Topology(self._entries, self._lag_limit, self._events)
         self._monitors = tuple(
             HostMonitor(
                 entry,
@@ -160,7 +161,7 @@ class PoolManager:
                 self._settings,
                 self._pool_factory_kwargs,
                 self._fast_wanted,
-                self._emit,
+                self._events,
             )
             for entry in self._entries
         )
@@ -178,14 +179,12 @@ class PoolManager:
         self._monitor_of = dict(zip(self._entries, self._monitors, strict=True))
         self._tasks: list[asyncio.Task[None]] = []
         self._fast_waiters = 0
-        self._handed_out: dict[int, tuple[Any, HostEntry]] = {}
-        #: ids of handed-out connections that failed with a host failure: discarded on release.
-        self._failed: set[int] = set()
-        self._all_returned: asyncio.Event | None = None
+        self._handout = Handout(self._driver, self._release_timeout, self._suspect)
         self._closing = False
         self._closed = False
         self._pool_waits = 0
         self._pool_wait_time = 0.0
+        self._events.bind(self)
         with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop()
             self._start()
@@ -251,21 +250,17 @@ class PoolManager:
         self._closing = True
         await self._stop_monitor()
         limit = self._close_timeout if timeout is None else positive(timeout, "timeout")
-        if self._handed_out:
-            self._all_returned = asyncio.Event()
+        if self._handout:
             with contextlib.suppress(asyncio.TimeoutError):
-                await within(self._all_returned.wait(), limit)
-            if self._handed_out:
+                await within(self._handout.watch_returns().wait(), limit)
+            if self._handout:
                 log.warning(
                     "closing with %d connection(s) still handed out after %gs; terminating them",
-                    len(self._handed_out),
+                    len(self._handout),
                     limit,
                 )
         await asyncio.gather(
-            *(
-                self._close_pool(e, graceful=not self._handed_out, limit=limit)
-                for e in self._entries
-            )
+            *(self._close_pool(e, graceful=not self._handout, limit=limit) for e in self._entries)
         )
         self._closed = True
 
@@ -295,31 +290,9 @@ class PoolManager:
             )
             with contextlib.suppress(Exception):
                 await within(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
-        self._emit("pool_closed", host=entry.state)
+        self._events.pool_closed(entry.state)
 
-    # -- events --------------------------------------------------------------------------------------
-
-    def _emit(self, event: str, **kwargs: Any) -> None:
-        if event == "host_state_changed":
-            log.info(
-                "host %s: %s -> %s",
-                kwargs["new"].name,
-                kwargs["old"].describe(),
-                kwargs["new"].describe(),
-            )
-        elif event == "split_brain":
-            log.warning(
-                "split brain: %d hosts claim to be primary: %s",
-                len(kwargs["primaries"]),
-                "; ".join(s.describe() for s in kwargs["primaries"]),
-            )
-        if self._observers is None:
-            return
-        hook = getattr(self._observers.hook, f"hasql_{event}")
-        try:
-            hook(manager=self, **kwargs)
-        except Exception:
-            log.exception("a hasql observer failed on %s; ignoring it", event)
+    # -- fast probing while acquires wait ------------------------------------------------------------
 
     def _fast_wanted(self) -> bool:
         return self._fast_waiters > 0
@@ -409,44 +382,7 @@ class PoolManager:
             **kwargs,
         )
 
-    def _choose(self, request: AcquireRequest, excluded: set[HostEntry] | None) -> HostEntry | None:
-        topology = self._topology
-        if request.entry is not None:
-            entry = request.entry
-            return (
-                entry
-                if entry.pool is not None and (not excluded or entry not in excluded)
-                else None
-            )
-        primary = topology.writable
-        if excluded and primary in excluded:
-            primary = None
-        if not request.read_only:
-            if primary is None and topology.split_brain_tie:
-                raise SplitBrainError(
-                    "writes refused: these hosts all claim to be primary on the same timeline: "
-                    + "; ".join(e.state.describe() for e in topology.split_brain_tie)
-                    + ". Fence or demote all but one of them."
-                )
-            return primary
-        candidates: Sequence[HostEntry] = topology.standbys_within(request.lag_limit)
-        if excluded:
-            candidates = [e for e in candidates if e not in excluded]
-        if (
-            primary is not None
-            and request.weight > 0.0
-            and (request.weight >= 1.0 or random.random() < request.weight)
-        ):
-            candidates = [*candidates, primary]
-        if not candidates:
-            if request.fallback_master and primary is not None:
-                return primary
-            return None
-        if len(candidates) == 1:
-            return candidates[0]
-        return self._balancer.choose(candidates, True)  # type: ignore[return-value]
-
-    async def acquire_now(self, request: AcquireRequest) -> Any:
+    async def _acquire(self, request: AcquireRequest) -> Any:
         """Carry out ``request`` (see :meth:`acquire`) and return the driver's connection."""
         if self._closing or self._closed:
             self._check_open()
@@ -456,16 +392,16 @@ class PoolManager:
         started = loop.time()
         deadline = started + request.timeout
         fast_mode = retried = False
-        excluded: set[HostEntry] | None = None
+        excluded: set[HostEntry] = set()
         try:
             while True:
-                entry = self._choose(request, excluded)
+                entry = choose_host(self._topology, request, self._balancer, excluded)
                 if entry is None:
                     if not fast_mode:  # probe every host fast until this acquire is served
                         fast_mode = True
                         self._enter_fast_mode()
                     await self._wait_for_change(request, deadline)
-                    excluded = None  # hosts that failed under us have been re-probed meanwhile
+                    excluded = set()  # hosts that failed under us have been re-probed meanwhile
                     retried = True
                     continue
                 remaining = deadline - loop.time() if retried else request.timeout
@@ -487,10 +423,10 @@ class PoolManager:
                     # The host failed under us: re-probe it, try another one within the deadline.
                     entry.count_error(kind.value)
                     self._suspect(entry)
-                    excluded = (excluded or set()) | {entry}
+                    excluded.add(entry)
                     retried = True
                     continue
-                self._handed_out[id(connection)] = (connection, entry)
+                self._handout.add(connection, entry)
                 entry.acquire_count += 1
                 entry.acquire_time += loop.time() - started
                 return connection
@@ -529,117 +465,20 @@ class PoolManager:
         back closed, or whose host is not usable now is discarded at once. Raises ``ValueError``
         for a connection this manager did not hand out (or that was already released).
         """
-        await self.give_back(connection, kwargs, None, check_closed=True)
+        await self._handout.give_back(connection, kwargs, None, check_closed=True)
 
-    async def give_back(
-        self,
-        connection: Any,
-        kwargs: Mapping[str, Any],
-        failure: BaseException | None,
-        *,
-        check_closed: bool,
-    ) -> None:
-        """:meth:`release`, told how the connection's use ended: ``failure`` is the exception that
-        left an ``async with`` block (a cancelled or timed-out statement, or a host failure, means
-        the connection is discarded without waiting on its server). ``check_closed=False`` skips
-        the closed-connection check (a call into the driver) for a block that ended normally."""
-        item = self._handed_out.pop(id(connection), None)
-        if item is None:
-            raise ValueError(
-                f"release() got a connection this PoolManager did not hand out (or already "
-                f"released): {type(connection).__name__}"
-            )
-        entry = item[1]
-        try:
-            pool = entry.pool
-            if pool is None:  # terminated meanwhile: the driver closed the connection already
-                return
-            if self._must_discard(entry, connection, failure, check_closed):
-                self._discard(entry, pool, connection)
-                return
-            await self._release_within_bound(entry, pool, connection, kwargs)
-        finally:
-            if not self._handed_out and self._all_returned is not None:
-                self._all_returned.set()
-
-    def _must_discard(
-        self, entry: HostEntry, connection: Any, failure: BaseException | None, check_closed: bool
-    ) -> bool:
-        """Whether giving ``connection`` back could wait on a server that may not answer."""
-        if self._failed and id(connection) in self._failed:
-            self._failed.discard(id(connection))
-            return True
-        if isinstance(failure, (asyncio.CancelledError, asyncio.TimeoutError, TimeoutError)):
-            return True  # a statement interrupted mid-way: the library would wait to clean up
-        if entry.suspect is not None or not entry.state.available:
-            return True
-        if check_closed and self._driver.is_connection_closed(connection):
-            entry.count_error(ErrorKind.CONNECTION_LOST.value)
-            self._suspect(entry)
-            return True
-        return False
-
-    async def _release_within_bound(
-        self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]
-    ) -> None:
-        deadline = asyncio.get_running_loop().time() + self._release_timeout
-        try:
-            await run_until(self._driver.release(pool, connection, **kwargs), deadline)
-        except asyncio.TimeoutError:
-            self._discard(entry, pool, connection)
-            entry.count_error("release_timeout")
-            log.info(
-                "giving a connection back to %s took over %gs; discarded it, re-probing the host",
-                entry.state.name,
-                self._release_timeout,
-            )
-            self._suspect(entry)
-        except asyncio.CancelledError:
-            self._discard(entry, pool, connection)
-            raise
-        except Exception as error:
-            self._discard(entry, pool, connection)
-            kind = self._driver.classify_error(error)
-            if kind not in HOST_FAILURES:
-                raise
-            entry.count_error(kind.value)
-            self._suspect(entry)
-
-    def _discard(self, entry: HostEntry, pool: Any, connection: Any) -> None:
-        entry.discarded += 1
-        try:
-            self._driver.discard(pool, connection)
-        except Exception as error:  # the contract says it must not raise; never lose the caller
-            log.warning(
-                "the %s driver failed to discard a connection of %s: %s",
-                self._driver.name,
-                entry.state.name,
-                type(error).__name__,
-            )
+    async def _give_back(self, connection: Any, failure: BaseException | None) -> None:
+        """Release or discard a connection whose ``async with`` block just ended."""
+        await self._handout.give_back(connection, {}, failure, check_closed=failure is not None)
 
     def report_error(self, connection: Any, error: BaseException) -> None:
         """Tell the manager that ``error`` was raised while ``connection`` was in use.
 
         Host failures (connection lost, read-only violation, server refusing sessions) make the
         manager re-probe the host at once (a demoted primary then stops getting writes within one
-        probe) and the connection is discarded, not reset, when it is given back.
+        probe), and the connection is discarded, not reset, when it is given back.
         """
-        if not isinstance(error, Exception):
-            return
-        item = self._handed_out.get(id(connection))
-        if item is None:
-            return
-        kind = self._driver.classify_error(error)
-        if kind in HOST_FAILURES:
-            entry = item[1]
-            entry.count_error(kind.value)
-            self._failed.add(id(connection))
-            log.info(
-                "host %s failed under a handed-out connection (%s); re-probing",
-                entry.state.name,
-                kind.value,
-            )
-            self._suspect(entry)
+        self._handout.report_error(connection, error)
 
     def _suspect(self, entry: HostEntry) -> None:
         """A host failed under a connection: route nothing new to it until it has been re-probed."""
@@ -740,104 +579,6 @@ class PoolManager:
             lambda: all(e.checks >= n for e, n in targets), timeout, "the next check of every host"
         )
 
-    # -- pools (hasql's API) -------------------------------------------------------------------------
-
-    def _entry_of(self, pool: Any) -> HostEntry:
-        entry = self._entry_by_pool.get(id(pool))
-        if entry is None or entry.pool is not pool:
-            entry = next((e for e in self._entries if e.pool is pool), None)
-            if entry is None:
-                raise ValueError(f"{type(pool).__name__} object is not a pool of this PoolManager")
-            self._entry_by_pool[id(pool)] = entry
-        return entry
-
-    async def get_pool(
-        self,
-        read_only: bool = False,
-        fallback_master: bool | None = None,
-        master_as_replica_weight: float | None = None,
-    ) -> Any:
-        """The pool a matching ``acquire`` would use now, waiting up to ``acquire_timeout``."""
-        context = self.acquire(read_only, fallback_master, master_as_replica_weight)
-        request = context._request
-        self._ensure_running()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + request.timeout
-        self._enter_fast_mode()
-        try:
-            while (entry := self._choose(request, None)) is None:
-                await self._wait_for_change(request, deadline)
-        finally:
-            self._leave_fast_mode()
-            self._pool_waits += 1
-            self._pool_wait_time += loop.time() - started
-        return entry.pool
-
-    async def get_master_pools(self) -> list[Any]:
-        """Pools of the primary that takes writes (waiting up to ``acquire_timeout`` for one)."""
-        await self.get_pool(read_only=False)
-        return [e.pool for e in (self._topology.writable,) if e is not None]
-
-    async def get_replica_pools(self, fallback_master: bool = False) -> list[Any]:
-        """Pools of the usable replicas, or with ``fallback_master`` the primary's when there are none
-        (waiting up to ``acquire_timeout`` for one)."""
-        await self.get_pool(read_only=True, fallback_master=fallback_master)
-        pools = [e.pool for e in self._topology.fresh_standbys]
-        if not pools and fallback_master and self._topology.writable is not None:
-            pools = [self._topology.writable.pool]
-        return pools
-
-    def pool_is_master(self, pool: Any) -> bool:
-        """True when ``pool`` belongs to the primary that takes writes."""
-        writable = self._topology.writable
-        return writable is not None and writable.pool is pool
-
-    def pool_is_replica(self, pool: Any) -> bool:
-        """True when ``pool`` belongs to a usable replica."""
-        return any(e.pool is pool for e in self._topology.standbys)
-
-    def acquire_from_pool(
-        self, pool: Any, timeout: float | None = None, **kwargs: Any
-    ) -> AcquireContext:
-        """Acquire from one specific pool of this manager, whatever its host's role."""
-        request = AcquireRequest(
-            read_only=False,
-            fallback_master=False,
-            weight=0.0,
-            lag_limit=None,
-            timeout=self._acquire_timeout if timeout is None else positive(timeout, "timeout"),
-            kwargs=kwargs,
-            entry=self._entry_of(pool),
-        )
-        return AcquireContext(self, request)
-
-    async def release_to_pool(self, connection: Any, pool: Any, **kwargs: Any) -> None:
-        """Give ``connection`` back to ``pool`` (it must have come from that pool)."""
-        entry = self._entry_of(pool)
-        item = self._handed_out.get(id(connection))
-        if item is not None and item[1] is not entry:
-            raise ValueError(f"the connection came from {item[1].state.name}, not from this pool")
-        if item is None:
-            self._handed_out[id(connection)] = (connection, entry)
-        await self.release(connection, **kwargs)
-
-    def register_connection(self, connection: Any, pool: Any) -> None:
-        """Record that ``connection`` came from ``pool``, so :meth:`release` can give it back."""
-        self._handed_out[id(connection)] = (connection, self._entry_of(pool))
-
-    def get_pool_freesize(self, pool: Any) -> int:
-        """How many acquires ``pool`` can serve right now (idle plus unopened capacity)."""
-        return self._driver.pool_stats(pool).free
-
-    def is_connection_closed(self, connection: Any) -> bool:
-        """True when ``connection`` is closed or broken."""
-        return self._driver.is_connection_closed(connection)
-
-    def get_last_response_time(self, pool: Any) -> float | None:
-        """Round-trip time (seconds) of the latest successful probe of ``pool``'s host."""
-        return self._entry_of(pool).state.rtt
-
     # -- introspection -------------------------------------------------------------------------------
 
     def host_states(self) -> tuple[HostState, ...]:
@@ -846,46 +587,9 @@ class PoolManager:
 
     def metrics(self) -> Metrics:
         """A snapshot of every host's state, pool, acquires and errors (see :class:`Metrics`)."""
-        hosts = []
-        drivers = []
-        for entry in self._entries:
-            stats = entry.pool_stats()
-            hosts.append(
-                HostMetrics(
-                    entry.state,
-                    stats,
-                    entry.response_time,
-                    entry.acquire_count,
-                    entry.acquire_time,
-                    dict(entry.errors),
-                    entry.discarded,
-                )
-            )
-            if entry.pool is not None:
-                drivers.append(
-                    DriverMetrics(
-                        max=stats.max,
-                        min=stats.min,
-                        idle=stats.idle,
-                        used=stats.in_use,
-                        host=entry.state.name,
-                    )
-                )
-        handed_out: dict[str, int] = {}
-        for _, entry in self._handed_out.values():
-            handed_out[entry.state.name] = handed_out.get(entry.state.name, 0) + 1
-        hasql = HasqlMetrics(
-            pool=self._pool_waits,
-            pool_time=self._pool_wait_time,
-            acquire={e.state.name: e.acquire_count for e in self._entries},
-            acquire_time={e.state.name: e.acquire_time for e in self._entries},
-            add_connections={e.state.name: e.acquire_count for e in self._entries},
-            remove_connections={
-                e.state.name: e.acquire_count - handed_out.get(e.state.name, 0)
-                for e in self._entries
-            },
+        return build_metrics(
+            self._entries, self._handout.hosts(), self._pool_waits, self._pool_wait_time
         )
-        return Metrics(drivers=drivers, hasql=hasql, hosts=hosts)
 
     @property
     def dsn(self) -> list[Dsn]:
@@ -946,10 +650,6 @@ class PoolManager:
     def closed(self) -> bool:
         """True once ``close()`` or ``terminate()`` finished."""
         return self._closed
-
-    def __iter__(self) -> Iterator[Any]:
-        """The pools of available hosts."""
-        return iter([e.pool for e in self._entries if e.state.available and e.pool is not None])
 
     def __repr__(self) -> str:
         hosts = ", ".join(e.state.name for e in self._entries)

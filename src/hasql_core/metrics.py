@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .driver import PoolStats
 from .host_state import HostState
+
+if TYPE_CHECKING:
+    from .topology import HostEntry
 
 
 @attrs.frozen
@@ -57,3 +61,52 @@ class Metrics:
     drivers: Sequence[DriverMetrics]
     hasql: HasqlMetrics
     hosts: Sequence[HostMetrics]
+
+
+def build_metrics(
+    entries: Sequence[HostEntry],
+    handed_out_from: Iterable[HostEntry],
+    pool_waits: int,
+    pool_wait_time: float,
+) -> Metrics:
+    """The :class:`Metrics` of a manager with hosts ``entries``; ``handed_out_from`` names the host
+    of every connection out now, ``pool_waits``/``pool_wait_time`` count ``get_pool()`` calls."""
+    hosts = []
+    drivers = []
+    for entry in entries:
+        stats = entry.pool_stats()
+        hosts.append(
+            HostMetrics(
+                entry.state,
+                stats,
+                entry.response_time,
+                entry.acquire_count,
+                entry.acquire_time,
+                dict(entry.errors),
+                entry.discarded,
+            )
+        )
+        if entry.pool is not None:
+            drivers.append(
+                DriverMetrics(
+                    max=stats.max,
+                    min=stats.min,
+                    idle=stats.idle,
+                    used=stats.in_use,
+                    host=entry.state.name,
+                )
+            )
+    out: dict[str, int] = {}
+    for entry in handed_out_from:
+        out[entry.state.name] = out.get(entry.state.name, 0) + 1
+    hasql = HasqlMetrics(
+        pool=pool_waits,
+        pool_time=pool_wait_time,
+        acquire={e.state.name: e.acquire_count for e in entries},
+        acquire_time={e.state.name: e.acquire_time for e in entries},
+        add_connections={e.state.name: e.acquire_count for e in entries},
+        remove_connections={
+            e.state.name: e.acquire_count - out.get(e.state.name, 0) for e in entries
+        },
+    )
+    return Metrics(drivers=drivers, hasql=hasql, hosts=hosts)

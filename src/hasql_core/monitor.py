@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from ._events import Events
 from .deadline import set_done, within
 from .driver import Driver
 from .errors import ConfigurationError, PoolSetupError
@@ -78,7 +79,7 @@ class HostMonitor:
         settings: MonitorSettings,
         pool_options: Mapping[str, Any],
         is_fast: Callable[[], bool],
-        emit: Callable[..., None],
+        events: Events,
     ) -> None:
         self.entry = entry
         self._driver = driver
@@ -86,7 +87,7 @@ class HostMonitor:
         self._settings = settings
         self._pool_options = pool_options
         self._is_fast = is_fast
-        self._emit = emit
+        self._events = events
         self._secrets = tuple(s for s in (entry.dsn.password,) if s)
         self._connection: Any = None
         self._wakeup: asyncio.Future[None] | None = None
@@ -271,7 +272,7 @@ class HostMonitor:
         entry.pool = pool
         self._pool_error_logged = None
         log.info("opened pool for %s", entry.state.name)
-        self._emit("pool_created", host=entry.state)
+        self._events.pool_created(entry.state)
 
     def _give_up_on_pool(self, error: Exception) -> None:
         """Tell waiting acquires and ``ready()`` that this host's pool can never be made."""

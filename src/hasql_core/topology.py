@@ -12,18 +12,16 @@ import asyncio
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
+from ._events import Events
 from .deadline import set_done
 from .driver import Driver, PoolStats
 from .dsn import Dsn
 from .host_state import HostState, Role
-
-#: Called with (event name, keyword arguments) for observer events; see hookspecs.
-EventSink = Callable[..., None]
 
 
 def timeline_winner(timelines: Sequence[int | None]) -> int | None:
@@ -150,10 +148,10 @@ def _usable(entry: HostEntry) -> bool:
 class Topology:
     """The hosts' states and the candidate sets routing reads from them."""
 
-    def __init__(self, entries: Sequence[HostEntry], lag_limit: LagLimit, emit: EventSink) -> None:
+    def __init__(self, entries: Sequence[HostEntry], lag_limit: LagLimit, events: Events) -> None:
         self.entries = tuple(entries)
         self.lag_limit = lag_limit
-        self._emit = emit
+        self._events = events
         #: The primary that takes writes, when there is exactly one winner with an open pool.
         self.writable: HostEntry | None = None
         #: Available standbys with an open pool, whatever their lag.
@@ -234,7 +232,7 @@ class Topology:
         old = entry.state
         entry.state = state
         if old.routing_key() != state.routing_key():
-            self._emit("host_state_changed", old=old, new=state)
+            self._events.host_state_changed(old, state)
 
     def recompute(self) -> None:
         """Derive the candidate sets from the current states, then wake every waiter."""
@@ -265,10 +263,8 @@ class Topology:
     def _report_split_brain(self, primaries: list[HostEntry], winner: HostEntry | None) -> None:
         seen = frozenset(e.state.name for e in primaries) if len(primaries) > 1 else frozenset()
         if seen and seen != self._split_brain_seen:
-            self._emit(
-                "split_brain",
-                primaries=[e.state for e in primaries],
-                writable=None if winner is None else winner.state,
+            self._events.split_brain(
+                [e.state for e in primaries], None if winner is None else winner.state
             )
         self._split_brain_seen = seen
 

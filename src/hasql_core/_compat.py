@@ -1,0 +1,162 @@
+"""hasql's pool-level API, kept for code written against hasql's ``BasePoolManager``.
+
+These methods work on the pools themselves (one per host) rather than on connections chosen by role:
+``get_pool()``, ``acquire_from_pool()``, ``register_connection()``, ... :class:`PoolManager` inherits
+them from :class:`HasqlPoolApi`; new code needs none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._handout import Handout
+from ._routing import choose_host
+from .acquire import AcquireContext, AcquireRequest
+from .arguments import positive
+from .balancer import BalancerPolicy
+from .driver import Driver
+from .topology import HostEntry, Topology
+
+
+class HasqlPoolApi:
+    """The pool-level methods of hasql's ``BasePoolManager`` (a mixin of ``PoolManager``)."""
+
+    # Provided by PoolManager.
+    _acquire_timeout: float
+    _balancer: BalancerPolicy
+    _driver: Driver[Any, Any, Any]
+    _entries: tuple[HostEntry, ...]
+    _entry_by_pool: dict[int, HostEntry]
+    _handout: Handout
+    _pool_wait_time: float
+    _pool_waits: int
+    _topology: Topology
+
+    if TYPE_CHECKING:
+
+        def acquire(
+            self,
+            read_only: bool = False,
+            fallback_master: bool | None = None,
+            master_as_replica_weight: float | None = None,
+            timeout: float | None = None,
+            **kwargs: Any,
+        ) -> AcquireContext: ...
+
+        async def release(self, connection: Any, **kwargs: Any) -> None: ...
+
+        def _ensure_running(self) -> None: ...
+
+        def _enter_fast_mode(self) -> None: ...
+
+        def _leave_fast_mode(self) -> None: ...
+
+        async def _wait_for_change(self, request: AcquireRequest, deadline: float) -> None: ...
+
+        async def _acquire(self, request: AcquireRequest) -> Any: ...
+
+        def report_error(self, connection: Any, error: BaseException) -> None: ...
+
+        async def _give_back(self, connection: Any, failure: BaseException | None) -> None: ...
+
+    def _entry_of(self, pool: Any) -> HostEntry:
+        entry = self._entry_by_pool.get(id(pool))
+        if entry is None or entry.pool is not pool:
+            entry = next((e for e in self._entries if e.pool is pool), None)
+            if entry is None:
+                raise ValueError(f"{type(pool).__name__} object is not a pool of this PoolManager")
+            self._entry_by_pool[id(pool)] = entry
+        return entry
+
+    async def get_pool(
+        self,
+        read_only: bool = False,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+    ) -> Any:
+        """The pool a matching ``acquire`` would use now, waiting up to ``acquire_timeout``."""
+        context = self.acquire(read_only, fallback_master, master_as_replica_weight)
+        request = context.request
+        self._ensure_running()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + request.timeout
+        self._enter_fast_mode()
+        try:
+            while (entry := choose_host(self._topology, request, self._balancer)) is None:
+                await self._wait_for_change(request, deadline)
+        finally:
+            self._leave_fast_mode()
+            self._pool_waits += 1
+            self._pool_wait_time += loop.time() - started
+        return entry.pool
+
+    async def get_master_pools(self) -> list[Any]:
+        """Pools of the primary that takes writes (waiting up to ``acquire_timeout`` for one)."""
+        await self.get_pool(read_only=False)
+        return [e.pool for e in (self._topology.writable,) if e is not None]
+
+    async def get_replica_pools(self, fallback_master: bool = False) -> list[Any]:
+        """Pools of the usable replicas, or with ``fallback_master`` the primary's when there are none
+        (waiting up to ``acquire_timeout`` for one)."""
+        await self.get_pool(read_only=True, fallback_master=fallback_master)
+        pools = [e.pool for e in self._topology.fresh_standbys]
+        if not pools and fallback_master and self._topology.writable is not None:
+            pools = [self._topology.writable.pool]
+        return pools
+
+    def pool_is_master(self, pool: Any) -> bool:
+        """True when ``pool`` belongs to the primary that takes writes."""
+        writable = self._topology.writable
+        return writable is not None and writable.pool is pool
+
+    def pool_is_replica(self, pool: Any) -> bool:
+        """True when ``pool`` belongs to a usable replica."""
+        return any(e.pool is pool for e in self._topology.standbys)
+
+    def acquire_from_pool(
+        self, pool: Any, timeout: float | None = None, **kwargs: Any
+    ) -> AcquireContext:
+        """Acquire from one specific pool of this manager, whatever its host's role."""
+        request = AcquireRequest(
+            read_only=False,
+            fallback_master=False,
+            weight=0.0,
+            lag_limit=None,
+            timeout=self._acquire_timeout if timeout is None else positive(timeout, "timeout"),
+            kwargs=kwargs,
+            entry=self._entry_of(pool),
+        )
+        return AcquireContext(self, request)
+
+    async def release_to_pool(self, connection: Any, pool: Any, **kwargs: Any) -> None:
+        """Give ``connection`` back to ``pool`` (it must have come from that pool)."""
+        entry = self._entry_of(pool)
+        source = self._handout.host_of(connection)
+        if source is not None and source is not entry:
+            raise ValueError(f"the connection came from {source.state.name}, not from this pool")
+        if source is None:
+            self._handout.add(connection, entry)
+        await self.release(connection, **kwargs)
+
+    def register_connection(self, connection: Any, pool: Any) -> None:
+        """Record that ``connection`` came from ``pool``, so :meth:`release` can give it back."""
+        self._handout.add(connection, self._entry_of(pool))
+
+    def get_pool_freesize(self, pool: Any) -> int:
+        """How many acquires ``pool`` can serve right now (idle plus unopened capacity)."""
+        return self._driver.pool_stats(pool).free
+
+    def is_connection_closed(self, connection: Any) -> bool:
+        """True when ``connection`` is closed or broken."""
+        return self._driver.is_connection_closed(connection)
+
+    def get_last_response_time(self, pool: Any) -> float | None:
+        """Round-trip time (seconds) of the latest successful probe of ``pool``'s host."""
+        return self._entry_of(pool).state.rtt
+
+    def __iter__(self) -> Iterator[Any]:
+        """The pools of available hosts."""
+        return iter([e.pool for e in self._entries if e.state.available and e.pool is not None])

@@ -1,0 +1,176 @@
+"""Connections out of the pools: which host each came from, and how each goes back.
+
+:class:`Handout` is the manager's record of handed-out connections and its policy for giving them
+back: released through the driver within ``release_timeout``, or discarded (closed without a server
+round trip) when the release could wait on a server that may not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from .deadline import run_until
+from .driver import Driver
+from .error_kinds import HOST_FAILURES, ErrorKind
+from .topology import HostEntry
+
+log = logging.getLogger("hasql_core")
+
+#: An exception that ended a connection's use mid-statement: the library would wait on the server
+#: to clean up (a cancellation, a reset), so the connection is discarded instead.
+_INTERRUPTIONS = (asyncio.CancelledError, asyncio.TimeoutError, TimeoutError)
+
+
+class Handout:
+    """Every connection handed out and not yet given back, with the host it came from.
+
+    ``suspect`` is called with a host that failed under one of its connections (the manager then
+    routes nothing new to it until it was re-probed). :attr:`all_returned`, once made by
+    :meth:`watch_returns`, is set whenever the last connection comes back.
+    """
+
+    __slots__ = ("_driver", "_failed", "_out", "_release_timeout", "_suspect", "all_returned")
+
+    def __init__(
+        self,
+        driver: Driver[Any, Any, Any],
+        release_timeout: float,
+        suspect: Callable[[HostEntry], None],
+    ) -> None:
+        self._driver = driver
+        self._release_timeout = release_timeout
+        self._suspect = suspect
+        self._out: dict[int, tuple[Any, HostEntry]] = {}
+        #: ids of handed-out connections that failed with a host failure.
+        self._failed: set[int] = set()
+        self.all_returned: asyncio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._out)
+
+    def add(self, connection: Any, entry: HostEntry) -> None:
+        """Record that ``connection`` came from ``entry``'s pool."""
+        self._out[id(connection)] = (connection, entry)
+
+    def host_of(self, connection: Any) -> HostEntry | None:
+        """The host ``connection`` came from, or None when it is not handed out."""
+        item = self._out.get(id(connection))
+        return None if item is None else item[1]
+
+    def hosts(self) -> Iterator[HostEntry]:
+        """The host of every handed-out connection (one item per connection)."""
+        return (entry for _, entry in self._out.values())
+
+    def watch_returns(self) -> asyncio.Event:
+        """An event set once no connection is out any more (for a graceful close)."""
+        self.all_returned = asyncio.Event()
+        if not self._out:
+            self.all_returned.set()
+        return self.all_returned
+
+    def report_error(self, connection: Any, error: BaseException) -> None:
+        """``error`` was raised while ``connection`` was in use. A host failure (connection lost,
+        read-only violation, server refusing sessions) makes the host suspect and marks the
+        connection to be discarded when it comes back."""
+        if not isinstance(error, Exception):
+            return
+        entry = self.host_of(connection)
+        if entry is None:
+            return
+        kind = self._driver.classify_error(error)
+        if kind in HOST_FAILURES:
+            entry.count_error(kind.value)
+            self._failed.add(id(connection))
+            log.info(
+                "host %s failed under a handed-out connection (%s); re-probing",
+                entry.state.name,
+                kind.value,
+            )
+            self._suspect(entry)
+
+    async def give_back(
+        self,
+        connection: Any,
+        kwargs: Mapping[str, Any],
+        failure: BaseException | None,
+        check_closed: bool,
+    ) -> None:
+        """Release or discard ``connection`` (see ``PoolManager.release``); ``failure`` is the
+        exception that ended its use, if any. ``check_closed=False`` skips asking the driver
+        whether the connection is closed (a block that ended normally used it successfully)."""
+        item = self._out.pop(id(connection), None)
+        if item is None:
+            raise ValueError(
+                f"release() got a connection this PoolManager did not hand out (or already "
+                f"released): {type(connection).__name__}"
+            )
+        entry = item[1]
+        try:
+            pool = entry.pool
+            if pool is None:  # terminated meanwhile: the driver closed the connection already
+                return
+            if self._must_discard(entry, connection, failure, check_closed):
+                self._discard(entry, pool, connection)
+                return
+            await self._release_within_bound(entry, pool, connection, kwargs)
+        finally:
+            if not self._out and self.all_returned is not None:
+                self.all_returned.set()
+
+    def _must_discard(
+        self, entry: HostEntry, connection: Any, failure: BaseException | None, check_closed: bool
+    ) -> bool:
+        """Whether giving ``connection`` back could wait on a server that may not answer."""
+        if self._failed and id(connection) in self._failed:
+            self._failed.discard(id(connection))
+            return True
+        if isinstance(failure, _INTERRUPTIONS):
+            return True
+        if entry.suspect is not None or not entry.state.available:
+            return True
+        if check_closed and self._driver.is_connection_closed(connection):
+            entry.count_error(ErrorKind.CONNECTION_LOST.value)
+            self._suspect(entry)
+            return True
+        return False
+
+    async def _release_within_bound(
+        self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]
+    ) -> None:
+        deadline = asyncio.get_running_loop().time() + self._release_timeout
+        try:
+            await run_until(self._driver.release(pool, connection, **kwargs), deadline)
+        except asyncio.TimeoutError:
+            self._discard(entry, pool, connection)
+            entry.count_error("release_timeout")
+            log.info(
+                "giving a connection back to %s took over %gs; discarded it, re-probing the host",
+                entry.state.name,
+                self._release_timeout,
+            )
+            self._suspect(entry)
+        except asyncio.CancelledError:
+            self._discard(entry, pool, connection)
+            raise
+        except Exception as error:
+            self._discard(entry, pool, connection)
+            kind = self._driver.classify_error(error)
+            if kind not in HOST_FAILURES:
+                raise
+            entry.count_error(kind.value)
+            self._suspect(entry)
+
+    def _discard(self, entry: HostEntry, pool: Any, connection: Any) -> None:
+        entry.discarded += 1
+        try:
+            self._driver.discard(pool, connection)
+        except Exception as error:  # the contract says it must not raise; never fail the caller
+            log.warning(
+                "the %s driver failed to discard a connection of %s: %s",
+                self._driver.name,
+                entry.state.name,
+                type(error).__name__,
+            )

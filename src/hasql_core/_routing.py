@@ -1,0 +1,62 @@
+"""Host choice: which host serves one acquire, decided from the topology as it is now.
+
+A pure function of the topology's candidate sets, the request and one random draw: no I/O, no
+waiting, no clock. The acquire loop in :mod:`hasql_core.manager` calls it, and waits for the next
+topology update when it returns ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from random import random
+
+from .acquire import AcquireRequest
+from .balancer import BalancerPolicy
+from .errors import SplitBrainError
+from .topology import HostEntry, Topology
+
+
+def choose_host(
+    topology: Topology,
+    request: AcquireRequest,
+    balancer: BalancerPolicy,
+    excluded: Collection[HostEntry] = (),
+    draw: Callable[[], float] | None = None,
+) -> HostEntry | None:
+    """The host that should serve ``request`` now, or ``None`` when no host can.
+
+    - A request for one host's pool (``request.entry``) gets that host while its pool is open.
+    - A write gets the writable primary; with two primaries tied on the highest timeline it raises
+      :class:`~hasql_core.errors.SplitBrainError` instead (writes are refused, not guessed).
+    - A read gets a standby within the lag limit (the request's, else the manager's), picked by
+      ``balancer`` when there are several. The primary joins the candidates with probability
+      ``request.weight`` (``draw()`` below it; ``draw`` defaults to :func:`random.random`), and
+      serves alone when no standby can and ``request.fallback_master`` is set.
+
+    Hosts in ``excluded`` (they just failed under this acquire) are never chosen.
+    """
+    if request.entry is not None:
+        entry = request.entry
+        return entry if entry.pool is not None and entry not in excluded else None
+    primary = topology.writable
+    if primary is not None and excluded and primary in excluded:
+        primary = None
+    if not request.read_only:
+        if primary is None and topology.split_brain_tie:
+            raise SplitBrainError(
+                "writes refused: these hosts all claim to be primary on the same timeline: "
+                + "; ".join(e.state.describe() for e in topology.split_brain_tie)
+                + ". Fence or demote all but one of them."
+            )
+        return primary
+    candidates: Sequence[HostEntry] = topology.standbys_within(request.lag_limit)
+    if excluded:
+        candidates = [e for e in candidates if e not in excluded]
+    weight = request.weight
+    if primary is not None and weight > 0.0 and (weight >= 1.0 or (draw or random)() < weight):
+        candidates = [*candidates, primary]
+    if not candidates:
+        return primary if request.fallback_master else None
+    if len(candidates) == 1:
+        return candidates[0]
+    return balancer.choose(candidates, True)  # type: ignore[return-value]

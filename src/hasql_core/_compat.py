@@ -11,13 +11,13 @@ import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._acquire import AcquireContext, AcquireRequest
+from ._arguments import positive
 from ._handout import Handout
 from ._routing import choose_host
-from .acquire import AcquireContext, AcquireRequest
-from .arguments import positive
+from ._topology import HostEntry, Topology
 from .balancer import BalancerPolicy
 from .driver import Driver
-from .topology import HostEntry, Topology
 
 
 class HasqlPoolApi:

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .deadline import run_until
+from ._deadline import run_until
+from ._topology import HostEntry
 from .driver import Driver
 from .error_kinds import HOST_FAILURES, ErrorKind
-from .topology import HostEntry
 
 log = logging.getLogger("hasql_core")
 

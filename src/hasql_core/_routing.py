@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from random import random
 
-from .acquire import AcquireRequest
+from ._acquire import AcquireRequest
+from ._topology import HostEntry, Topology
 from .balancer import BalancerPolicy
 from .errors import SplitBrainError
-from .topology import HostEntry, Topology
 
 
 def choose_host(

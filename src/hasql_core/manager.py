@@ -13,15 +13,17 @@ from typing import Any
 
 import attrs
 
-from . import plugins
+from . import _plugins as plugins
+from ._acquire import AcquireContext, AcquireRequest
+from ._arguments import check_weight, lag_limit, positive
 from ._compat import HasqlPoolApi
+from ._deadline import run_until, within
 from ._events import Events
 from ._handout import Handout
+from ._monitor import CLEANUP_TIMEOUT, HostMonitor, MonitorSettings
 from ._routing import choose_host
-from .acquire import AcquireContext, AcquireRequest
-from .arguments import check_weight, lag_limit, positive
+from ._topology import HostEntry, Topology
 from .balancer import BalancerPolicy
-from .deadline import run_until, within
 from .driver import Driver
 from .dsn import Dsn, split_dsn
 from .error_kinds import HOST_FAILURES
@@ -34,8 +36,6 @@ from .errors import (
 )
 from .host_state import HostState
 from .metrics import Metrics, build_metrics
-from .monitor import CLEANUP_TIMEOUT, HostMonitor, MonitorSettings
-from .topology import HostEntry, Topology
 
 log = logging.getLogger("hasql_core")
 

@@ -11,7 +11,7 @@ from .driver import PoolStats
 from .host_state import HostState
 
 if TYPE_CHECKING:
-    from .topology import HostEntry
+    from ._topology import HostEntry
 
 
 @attrs.frozen

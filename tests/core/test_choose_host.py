@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from hasql_core import HostState, Role, SplitBrainError, parse_dsn
+from hasql_core._acquire import AcquireRequest
 from hasql_core._events import Events
 from hasql_core._routing import choose_host
-from hasql_core.acquire import AcquireRequest
+from hasql_core._topology import HostEntry, LagLimit, Topology
 from hasql_core.policies import RoundRobinPolicy
 from hasql_core.testing.fake_driver import FakeCluster, FakeDriver
-from hasql_core.topology import HostEntry, LagLimit, Topology
 
 
 def _topology(*states: HostState, lag_limit: LagLimit | None = None) -> Topology:

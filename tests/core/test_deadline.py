@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from hasql_core.deadline import await_until
+from hasql_core._deadline import await_until
 
 
 async def test_result_before_deadline():

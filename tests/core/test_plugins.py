@@ -20,8 +20,8 @@ from hasql_core import (
     PoolManager,
     UnknownPluginError,
     hookimpl,
-    plugins,
 )
+from hasql_core import _plugins as plugins
 from hasql_core.policies import GreedyPolicy, RoundRobinPolicy
 from hasql_core.testing.fake_driver import FakeCluster, FakeDriver
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from hasql_core import ConfigurationError, ErrorFacts, ErrorKind, PoolManager
-from hasql_core.deadline import within
+from hasql_core._deadline import within
 from hasql_core.error_kinds import classify
 from hasql_core.testing.fake_driver import FakeCluster, FakeConnectionLost, FakeDriver
 

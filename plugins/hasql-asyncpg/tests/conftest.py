@@ -21,7 +21,7 @@ import pytest
 from asyncpg_helpers import DRIVER_NAME, admin_connect
 
 from hasql_core.driver import Driver
-from hasql_core.plugins import make_driver
+from hasql_core.testing.drivers import make_driver
 
 _names = itertools.count(1)
 

@@ -11,7 +11,7 @@ import pytest
 from asyncpg_helpers import admin_connect, eventually, node_dsn
 
 from hasql_core.driver import Driver
-from hasql_core.probe import PROBE_QUERY, ProbeResult, parse_probe_row
+from hasql_core.testing.drivers import PROBE_QUERY, ProbeResult, parse_probe_row
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.hasql_cluster(replicas=1)]
 

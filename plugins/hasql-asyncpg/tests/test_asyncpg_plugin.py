@@ -14,15 +14,15 @@ from hasql_asyncpg import plugin
 from hasql_asyncpg.driver import AsyncpgDriver, AsyncpgsaDriver
 
 from hasql_core.driver import Driver
-from hasql_core.plugins import DRIVERS, available_names, make_driver, resolve
+from hasql_core.testing.drivers import driver_class, installed_drivers, make_driver
 
 HAS_ASYNCPGSA = importlib.util.find_spec("asyncpgsa") is not None
 
 
 def test_entry_points_resolve_both_names() -> None:
-    assert resolve(DRIVERS, "asyncpg") is AsyncpgDriver
-    assert resolve(DRIVERS, "asyncpgsa") is AsyncpgsaDriver
-    names = available_names(DRIVERS)
+    assert driver_class("asyncpg") is AsyncpgDriver
+    assert driver_class("asyncpgsa") is AsyncpgsaDriver
+    names = installed_drivers()
     assert names["asyncpg"].startswith("hasql-asyncpg ")
     assert names["asyncpgsa"].startswith("hasql-asyncpg ")
 
@@ -62,8 +62,8 @@ def test_plugin_imports_without_asyncpgsa_and_sqlalchemy() -> None:
         sys.modules["asyncpgsa"] = None
         sys.modules["sqlalchemy"] = None
         from hasql_core.errors import PluginError
-        from hasql_core.plugins import DRIVERS, make_driver, resolve
-        assert resolve(DRIVERS, "asyncpgsa").name == "asyncpgsa"
+        from hasql_core.testing.drivers import driver_class, make_driver
+        assert driver_class("asyncpgsa").name == "asyncpgsa"
         make_driver("asyncpg")
         try:
             make_driver("asyncpgsa")
@@ -110,7 +110,7 @@ def test_sqlalchemy_2_is_named_with_the_fix(tmp_path: Path) -> None:
     result = run_python(
         """
         from hasql_core.errors import PluginError
-        from hasql_core.plugins import make_driver
+        from hasql_core.testing.drivers import make_driver
         try:
             make_driver("asyncpgsa")
         except PluginError as error:

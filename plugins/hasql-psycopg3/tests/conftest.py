@@ -16,8 +16,8 @@ import pytest
 from hasql_psycopg3.driver import PsycopgDriver
 from psycopg3_helpers import DRIVER_NAME
 
-from hasql_core.plugins import make_driver
 from hasql_core.testing.cluster import LocalCluster
+from hasql_core.testing.drivers import make_driver
 
 _app_names = itertools.count()
 

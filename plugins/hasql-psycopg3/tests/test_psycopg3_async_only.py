@@ -23,8 +23,8 @@ from hasql_psycopg3.driver import PsycopgDriver
 from psycopg3_helpers import DRIVER_NAME, node_dsn
 
 from hasql_core import PoolManager
-from hasql_core.probe import PROBE_QUERY
 from hasql_core.testing.cluster import LocalCluster
+from hasql_core.testing.drivers import PROBE_QUERY
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,8 +10,8 @@ import pytest
 from hasql_psycopg3.driver import MONITOR_APPLICATION_NAME, PsycopgDriver
 from psycopg3_helpers import backends, client_sockets, node_dsn, shut
 
-from hasql_core.probe import PROBE_QUERY, parse_probe_row
 from hasql_core.testing.cluster import LocalCluster
+from hasql_core.testing.drivers import PROBE_QUERY, parse_probe_row
 
 IDLE = psycopg.pq.TransactionStatus.IDLE
 

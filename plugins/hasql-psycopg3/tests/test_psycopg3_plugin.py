@@ -9,13 +9,11 @@ from hasql_psycopg3 import plugin
 from hasql_psycopg3.driver import PsycopgAliasDriver, PsycopgDriver
 
 from hasql_core.driver import Driver
-from hasql_core.plugins import (
-    DRIVERS,
-    available_names,
+from hasql_core.testing.drivers import (
+    driver_class,
+    drivers_of_plugin,
+    installed_drivers,
     make_driver,
-    new_plugin_manager,
-    register_plugin,
-    resolve,
 )
 
 
@@ -32,16 +30,14 @@ def test_entry_points_name_the_plugin_module() -> None:
     ("name", "cls"), [("psycopg3", PsycopgDriver), ("psycopg", PsycopgAliasDriver)]
 )
 def test_both_names_resolve_to_working_drivers(name: str, cls: type[Driver]) -> None:  # type: ignore[type-arg]
-    assert resolve(DRIVERS, name) is cls
+    assert driver_class(name) is cls
     driver = make_driver(name)
     assert isinstance(driver, PsycopgDriver)
     assert driver.name == name
-    assert available_names(DRIVERS)[name].startswith("hasql-psycopg3 ")
+    assert installed_drivers()[name].startswith("hasql-psycopg3 ")
 
 
 def test_hook_fits_the_hookspecs() -> None:
-    manager = new_plugin_manager()
-    register_plugin(manager, plugin, "hasql-psycopg3")
-    provided = [cls for result in manager.hook.hasql_drivers() for cls in result]
+    provided = drivers_of_plugin(plugin, "hasql-psycopg3")
     assert provided == [PsycopgDriver, PsycopgAliasDriver]
     assert all(issubclass(cls, Driver) for cls in provided)

@@ -58,7 +58,7 @@ def parse_cli_dsn(text: str) -> Dsn:
 
 def load_driver(name: str) -> Driver[Any, Any, Any]:
     """The driver plugin called ``name``; :class:`CliError` (exit 2) saying what to install."""
-    from ..plugins import make_driver
+    from .._plugins import make_driver
 
     try:
         return make_driver(name)

@@ -12,11 +12,11 @@ from typing import Any
 
 import attrs
 
+from .._probe import PROBE_QUERY, ProbeResult, parse_probe_row, state_from_probe
+from .._topology import timeline_winner, with_standby_lag
 from ..driver import Driver
 from ..dsn import Dsn, split_dsn
 from ..host_state import HostState, Role
-from ..probe import PROBE_QUERY, ProbeResult, parse_probe_row, state_from_probe
-from ..topology import timeline_winner, with_standby_lag
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,

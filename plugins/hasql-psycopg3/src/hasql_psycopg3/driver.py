@@ -34,7 +34,6 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import ConnStatus
 
-from hasql_core.deadline import within
 from hasql_core.driver import Driver, ErrorFacts, PoolStats
 from hasql_core.dsn import Dsn
 from hasql_core.errors import ConfigurationError, HasqlError
@@ -294,7 +293,7 @@ def bounded_cancel_class(base: type[AsyncConn]) -> type[AsyncConn]:
         async def cancel_safe(self, *, timeout: float = 30.0) -> None:
             limit = min(timeout, CANCEL_TIMEOUT) if timeout else CANCEL_TIMEOUT
             try:
-                await within(super().cancel_safe(timeout=timeout), limit)
+                await asyncio.wait_for(super().cancel_safe(timeout=timeout), limit)
             except (asyncio.TimeoutError, pg_errors.CancellationTimeout):
                 _shutdown_socket(self)
                 raise pg_errors.CancellationTimeout(

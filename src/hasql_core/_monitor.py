@@ -18,15 +18,15 @@ from typing import Any, TypeVar
 
 import attrs
 
+from ._deadline import set_done, within
 from ._events import Events
-from .deadline import set_done, within
+from ._probe import PROBE_QUERY, parse_probe_row, state_from_probe
+from ._topology import HostEntry, Topology
 from .driver import Driver
 from .errors import ConfigurationError, PoolSetupError
 from .host_state import HostState, Role
-from .probe import PROBE_QUERY, parse_probe_row, state_from_probe
-from .topology import HostEntry, Topology
 
-log = logging.getLogger("hasql_core.monitor")
+log = logging.getLogger("hasql_core._monitor")
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .topology import HostEntry, LagLimit
+    from ._topology import HostEntry, LagLimit
 
 
 class Acquirer(Protocol):

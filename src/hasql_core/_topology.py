@@ -17,8 +17,8 @@ from typing import Any
 
 import attrs
 
+from ._deadline import set_done
 from ._events import Events
-from .deadline import set_done
 from .driver import Driver, PoolStats
 from .dsn import Dsn
 from .host_state import HostState, Role

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime
 
+from ._topology import LagLimit
 from .errors import ConfigurationError
-from .topology import LagLimit
 
 
 def seconds(value: float | datetime.timedelta | None, name: str) -> float | None:

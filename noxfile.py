@@ -78,6 +78,7 @@ def tests(session: nox.Session) -> None:
     session.notify("cli")
     for env in PLUGIN_ENVS:
         session.notify(f"plugin(env='{env}')")
+    session.notify("chaos", ["--short"])
 
 
 @nox.session
@@ -129,3 +130,21 @@ def bench(session: nox.Session) -> None:
         ".[testing]", "./plugins/hasql-asyncpg", "./plugins/hasql-psycopg3", *BENCH_PACKAGES
     )
     session.run("python", "bench/run.py", *session.posargs)
+
+
+#: What ``nox -s chaos`` installs next to the core: both driver plugins (each brings its driver) and
+#: psycopg's own libpq.
+CHAOS_PACKAGES = ["./plugins/hasql-asyncpg", "./plugins/hasql-psycopg3", "psycopg[binary]"]
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """The chaos matrix: faults x drivers x repetitions against real local clusters.
+
+    Checks invariants (bounded operations, no write acknowledged by a non-primary, no lost write,
+    no read beyond max_lag, recovery times, clean close, no secret in logs) per cell and writes a
+    Markdown and a JSON matrix into ``chaos-results/``; fails when any invariant is violated.
+    ``nox -s chaos -- --short`` is the CI run (about 7 minutes); see ``chaos/run.py --help``.
+    """
+    session.install(".[testing]", *CHAOS_PACKAGES)
+    session.run("python", "chaos/run.py", *session.posargs)

@@ -572,6 +572,17 @@ class PoolManager(HasqlPoolApi):
             f"{replicas_count} replica(s)",
         )
 
+    def refresh(self, host: str | None = None) -> None:
+        """Probe ``host`` (``"host:port"`` as in :meth:`host_states`), or every host, now instead
+        of at its next ``refresh_delay``. Returns at once; see :meth:`wait_next_pool_check`."""
+        self._check_open()
+        monitors = [m for m in self._monitors if host is None or m.entry.state.name == host]
+        if not monitors:
+            names = ", ".join(e.state.name for e in self._entries)
+            raise ValueError(f"no host {host!r} in this PoolManager; its hosts are {names}")
+        for monitor in monitors:
+            monitor.wake()
+
     async def wait_next_pool_check(self, timeout: float = 10) -> None:
         """Wait until every host has been probed again, by a probe that started after this call."""
         targets = [(e, e.checks + 2) for e in self._entries]
@@ -588,7 +599,11 @@ class PoolManager(HasqlPoolApi):
     def metrics(self) -> Metrics:
         """A snapshot of every host's state, pool, acquires and errors (see :class:`Metrics`)."""
         return build_metrics(
-            self._entries, self._handout.hosts(), self._pool_waits, self._pool_wait_time
+            self._entries,
+            self._handout.hosts(),
+            self._pool_waits,
+            self._pool_wait_time,
+            self._fast_waiters,
         )
 
     @property

@@ -52,15 +52,20 @@ class HostMetrics:
     acquire_time: float
     errors: Mapping[str, int]
     discarded: int = 0
+    #: True while the host is held back from new acquires until its next probe answers (a
+    #: connection to it failed, or its probe is far slower than usual).
+    held_back: bool = False
 
 
 @attrs.frozen
 class Metrics:
-    """A snapshot of the manager. ``drivers`` and ``hasql`` keep hasql's shape; ``hosts`` is new."""
+    """A snapshot of the manager. ``drivers`` and ``hasql`` keep hasql's shape; ``hosts`` and
+    ``waiting_acquires`` (acquires waiting now for a host of the role they need) are new."""
 
     drivers: Sequence[DriverMetrics]
     hasql: HasqlMetrics
     hosts: Sequence[HostMetrics]
+    waiting_acquires: int = 0
 
 
 def build_metrics(
@@ -68,6 +73,7 @@ def build_metrics(
     handed_out_from: Iterable[HostEntry],
     pool_waits: int,
     pool_wait_time: float,
+    waiting_acquires: int = 0,
 ) -> Metrics:
     """The :class:`Metrics` of a manager with hosts ``entries``; ``handed_out_from`` names the host
     of every connection out now, ``pool_waits``/``pool_wait_time`` count ``get_pool()`` calls."""
@@ -84,6 +90,7 @@ def build_metrics(
                 entry.acquire_time,
                 dict(entry.errors),
                 entry.discarded,
+                entry.suspect is not None,
             )
         )
         if entry.pool is not None:
@@ -109,4 +116,4 @@ def build_metrics(
             e.state.name: e.acquire_count - out.get(e.state.name, 0) for e in entries
         },
     )
-    return Metrics(drivers=drivers, hasql=hasql, hosts=hosts)
+    return Metrics(drivers=drivers, hasql=hasql, hosts=hosts, waiting_acquires=waiting_acquires)

@@ -135,7 +135,7 @@ async def test_waiting_acquire_is_woken_by_close(make_manager):
     cluster = FakeCluster(2, primary=None)
     pm = make_manager(cluster, acquire_timeout=30)
     waiting = asyncio.ensure_future(pm.acquire_master())
-    await wait_for(lambda: pm._fast_waiters == 1)
+    await wait_for(lambda: pm.metrics().waiting_acquires == 1)
     await pm.close()
     with pytest.raises(PoolManagerClosedError):
         await waiting
@@ -280,7 +280,10 @@ async def test_terminate_right_after_start_stops_every_monitor():
         pm = PoolManager(cluster.dsn, driver=FakeDriver(cluster), refresh_delay=0.05)
         await asyncio.sleep(0)
         await pm.terminate()
-        assert all(task.done() for task in pm._tasks)
+        monitors = [
+            t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "HostMonitor.run"
+        ]
+        assert all(task.done() for task in monitors)
     assert cluster.open_connections == 0
 
 
@@ -293,3 +296,13 @@ async def test_host_selection_parameters_are_dropped_per_host():
         await pm.ready(masters_count=1, replicas_count=1, timeout=5)
     finally:
         await pm.close()
+
+
+async def test_refresh_probes_at_once_and_names_unknown_hosts(cluster, make_manager):
+    pm = make_manager(cluster, refresh_delay=60.0)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    before = cluster.hosts[1].probes
+    pm.refresh("db1:5432")
+    await wait_for(lambda: cluster.hosts[1].probes > before)
+    with pytest.raises(ValueError, match="no host 'db9:5432'.*db0:5432"):
+        pm.refresh("db9:5432")

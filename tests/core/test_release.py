@@ -17,7 +17,7 @@ HANG = 10.0
 
 
 def _in_use(pm) -> int:
-    return sum(entry.pool.in_use.__len__() for entry in pm._entries if entry.pool is not None)
+    return sum(host.pool.in_use for host in pm.metrics().hosts)
 
 
 async def _frozen_primary_with_interrupted_statement(cluster, pm):

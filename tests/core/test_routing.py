@@ -42,7 +42,7 @@ async def test_failover_is_followed_by_fast_probing(cluster, make_manager):
             await conn.execute("INSERT 1")
     await wait_for(lambda: pm.host_states()[0].role is Role.UNAVAILABLE)
     writer = asyncio.ensure_future(served_by(pm, read_only=False))
-    await wait_for(lambda: pm._fast_waiters > 0)
+    await wait_for(lambda: pm.metrics().waiting_acquires > 0)
     probes_before = cluster.hosts[1].probes
     cluster.hosts[1].promote()
     assert await asyncio.wait_for(writer, 5) == "db1:5432"
@@ -217,7 +217,7 @@ async def test_frozen_primary_is_held_back_after_a_slow_probe(cluster, make_mana
     pm = make_manager(cluster, refresh_delay=0.1, refresh_timeout=60.0, acquire_timeout=5.0)
     await pm.ready(masters_count=1, replicas_count=2, timeout=5)
     cluster.hosts[0].freeze()
-    await wait_for(lambda: pm._entries[0].suspect is not None, timeout=3)
+    await wait_for(lambda: pm.metrics().hosts[0].held_back, timeout=3)
     assert pm.host_states()[0].role is Role.PRIMARY  # not yet found unavailable
     cluster.hosts[1].promote()
     assert await served_by(pm, read_only=False) == "db1:5432"
@@ -230,7 +230,7 @@ async def test_a_slow_but_healthy_probe_only_delays_acquires(cluster, make_manag
     pm = make_manager(cluster, refresh_delay=0.05, refresh_timeout=5.0)
     await pm.ready(masters_count=1, replicas_count=2, timeout=5)
     cluster.hosts[0].latency = 0.3  # probes (and queries) now take 0.3 s
-    await wait_for(lambda: pm._entries[0].suspect is not None, timeout=3)
+    await wait_for(lambda: pm.metrics().hosts[0].held_back, timeout=3)
     assert await served_by(pm, read_only=False) == "db0:5432"  # waited, did not fail
     assert pm.host_states()[0].role is Role.PRIMARY
 
@@ -246,7 +246,7 @@ async def test_stalled_replica_is_probed_again_before_it_crosses_the_lag_limit(
     stalled = cluster.hosts[2]
     stalled.receive_lsn = cluster.hosts[0].wal_lsn  # received, not replayed
     stalled.stall_replay()
-    pm._monitors[2].wake()
+    pm.refresh(pm.host_states()[2].name)
     await wait_for(lambda: pm.host_states()[2].stale, timeout=3)
     assert (pm.host_states()[2].lag_seconds or 0) > 0.3
     assert {await served_by(pm, read_only=True) for _ in range(20)} == {"db1:5432"}
@@ -279,7 +279,7 @@ async def test_no_read_goes_to_a_replica_older_than_max_lag(cluster, make_manage
     stalled = cluster.hosts[2]
     stalled.receive_lsn = cluster.hosts[0].wal_lsn
     stalled.stall_replay()
-    pm._monitors[2].wake()
+    pm.refresh(pm.host_states()[2].name)
     ages_served: list[float] = []
     loop = asyncio.get_running_loop()
     end = loop.time() + 1.0

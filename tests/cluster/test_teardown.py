@@ -117,6 +117,9 @@ def test_leftovers_of_a_dead_owner_are_removed(
     finally:
         os.kill(child.pid, signal.SIGKILL)  # no atexit, no close(): the owner just dies
         child.wait()
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
     postmaster = footprint["postmaster"]
     assert _procs.pid_alive(postmaster), "the orphaned postmaster outlives its owner"
 

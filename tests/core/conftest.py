@@ -11,7 +11,7 @@ import pytest
 from hasql_core import PoolManager
 from hasql_core.testing.fake_driver import FakeCluster, FakeDriver
 
-FAST = {"refresh_delay": 0.05, "refresh_timeout": 0.3, "acquire_timeout": 2.0}
+FAST: dict[str, Any] = {"refresh_delay": 0.05, "refresh_timeout": 0.3, "acquire_timeout": 2.0}
 
 
 @pytest.fixture

@@ -27,6 +27,12 @@ def _topology(*states: HostState, lag_limit: LagLimit | None = None) -> Topology
     return topology
 
 
+def _chosen(topology: Topology, request: AcquireRequest, **kwargs: object) -> HostState:
+    entry = choose_host(topology, request, RoundRobinPolicy(), **kwargs)  # type: ignore[arg-type]
+    assert entry is not None, "no host chosen"
+    return entry.state
+
+
 def _request(read_only: bool, **kwargs: object) -> AcquireRequest:
     options: dict[str, object] = {
         "fallback_master": False,
@@ -48,8 +54,8 @@ BEHIND = HostState("db2", 5432, Role.STANDBY, lag_bytes=10_000, lag_seconds=30.0
 def test_writes_go_to_the_primary_and_reads_to_a_standby():
     topology = _topology(PRIMARY, STANDBY)
     policy = RoundRobinPolicy()
-    assert choose_host(topology, _request(False), policy).state is PRIMARY
-    assert choose_host(topology, _request(True), policy).state is STANDBY
+    assert _chosen(topology, _request(False)) is PRIMARY
+    assert _chosen(topology, _request(True)) is STANDBY
 
 
 def test_a_standby_beyond_the_lag_limit_is_not_chosen_and_fallback_takes_the_primary():
@@ -60,7 +66,7 @@ def test_a_standby_beyond_the_lag_limit_is_not_chosen_and_fallback_takes_the_pri
     assert chosen is not None and chosen.state is PRIMARY
     # A per-read limit looser than the standby's lag admits it.
     loose = _request(True, lag_limit=LagLimit(seconds=60.0))
-    assert choose_host(topology, loose, policy).state is BEHIND
+    assert _chosen(topology, loose) is BEHIND
 
 
 def test_master_as_replica_weight_is_a_probability_per_read():
@@ -89,4 +95,4 @@ def test_tied_primaries_refuse_writes():
 def test_higher_timeline_wins_a_split_brain():
     old = HostState("db1", 5432, Role.PRIMARY, timeline=1)
     topology = _topology(PRIMARY, old)
-    assert choose_host(topology, _request(False), RoundRobinPolicy()).state.host == "db0"
+    assert _chosen(topology, _request(False)).host == "db0"

@@ -281,7 +281,9 @@ async def test_terminate_right_after_start_stops_every_monitor():
         await asyncio.sleep(0)
         await pm.terminate()
         monitors = [
-            t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "HostMonitor.run"
+            t
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "") == "HostMonitor.run"
         ]
         assert all(task.done() for task in monitors)
     assert cluster.open_connections == 0

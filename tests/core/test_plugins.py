@@ -22,6 +22,7 @@ from hasql_core import (
     hookimpl,
 )
 from hasql_core import _plugins as plugins
+from hasql_core import policies
 from hasql_core.policies import GreedyPolicy, RoundRobinPolicy
 from hasql_core.testing.fake_driver import FakeCluster, FakeDriver
 
@@ -91,7 +92,7 @@ def test_two_plugins_claiming_one_name_are_reported():
 
     provided = plugins._provided_by(Impostor(), "impostor-dist 0.1", plugins.POLICIES.call)
     provided += plugins._provided_by(
-        plugins.policies, plugins.BUILTIN_SOURCE, plugins.POLICIES.call
+        policies, plugins.BUILTIN_SOURCE, plugins.POLICIES.call
     )
     with pytest.raises(PluginConflictError) as info:
         plugins._pick(plugins.POLICIES, "greedy", provided)
@@ -119,7 +120,7 @@ def test_plugin_not_fitting_the_hookspecs_is_refused():
 def test_wrong_kinds_of_driver_and_policy_are_refused():
     cluster = FakeCluster(1)
     with pytest.raises(PluginError, match="is not a driver"):
-        PoolManager(cluster.dsn, driver=GreedyPolicy)
+        PoolManager(cluster.dsn, driver=GreedyPolicy)  # type: ignore[arg-type]
     with pytest.raises(PluginError, match="expected a balancer policy name, class or instance"):
         PoolManager(cluster.dsn, driver=FakeDriver(cluster), balancer_policy=42)  # type: ignore[arg-type]
 

@@ -46,10 +46,10 @@ def test_greedy_follows_free_capacity_and_breaks_ties_at_random():
 def test_round_robin_is_even_and_independent_per_kind():
     hosts = [Host("a"), Host("b"), Host("c")]
     policy = RoundRobinPolicy()
-    sequence = [policy.choose(hosts, True).name for _ in range(6)]
+    sequence = [policy.choose(hosts, True).state.host for _ in range(6)]
     assert sequence == ["a", "b", "c", "a", "b", "c"]
-    assert policy.choose(hosts, False).name == "a"  # writes rotate on their own
-    assert policy.choose(hosts, True).name == "a"
+    assert policy.choose(hosts, False).state.host == "a"  # writes rotate on their own
+    assert policy.choose(hosts, True).state.host == "a"
     assert picks(policy, hosts, 3000) == Counter({"a": 1000, "b": 1000, "c": 1000})
 
 

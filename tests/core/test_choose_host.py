@@ -53,7 +53,6 @@ BEHIND = HostState("db2", 5432, Role.STANDBY, lag_bytes=10_000, lag_seconds=30.0
 
 def test_writes_go_to_the_primary_and_reads_to_a_standby():
     topology = _topology(PRIMARY, STANDBY)
-    policy = RoundRobinPolicy()
     assert _chosen(topology, _request(False)) is PRIMARY
     assert _chosen(topology, _request(True)) is STANDBY
 

@@ -306,5 +306,5 @@ async def test_refresh_probes_at_once_and_names_unknown_hosts(cluster, make_mana
     before = cluster.hosts[1].probes
     pm.refresh("db1:5432")
     await wait_for(lambda: cluster.hosts[1].probes > before)
-    with pytest.raises(ValueError, match="no host 'db9:5432'.*db0:5432"):
+    with pytest.raises(ValueError, match=r"no host 'db9:5432'.*db0:5432"):
         pm.refresh("db9:5432")

@@ -20,9 +20,9 @@ from hasql_core import (
     PoolManager,
     UnknownPluginError,
     hookimpl,
+    policies,
 )
 from hasql_core import _plugins as plugins
-from hasql_core import policies
 from hasql_core.policies import GreedyPolicy, RoundRobinPolicy
 from hasql_core.testing.fake_driver import FakeCluster, FakeDriver
 
@@ -91,9 +91,7 @@ def test_two_plugins_claiming_one_name_are_reported():
             return [OtherGreedy]
 
     provided = plugins._provided_by(Impostor(), "impostor-dist 0.1", plugins.POLICIES.call)
-    provided += plugins._provided_by(
-        policies, plugins.BUILTIN_SOURCE, plugins.POLICIES.call
-    )
+    provided += plugins._provided_by(policies, plugins.BUILTIN_SOURCE, plugins.POLICIES.call)
     with pytest.raises(PluginConflictError) as info:
         plugins._pick(plugins.POLICIES, "greedy", provided)
     assert "impostor-dist 0.1" in str(info.value) and "hasql-core (built in)" in str(info.value)

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiopg_helpers import DRIVER_NAME
+from aiopg_helpers import DRIVER_NAME, node_dsn
+from hasql_core.plugins import make_driver
 
 from hasql_core.driver import Driver
-from hasql_core.plugins import make_driver
-from hasql_core.testing.cluster import LocalCluster
+from hasql_core.testing.cluster import LocalCluster, Node
 
 _app_names = itertools.count()
 
@@ -42,3 +42,27 @@ def driver() -> Driver[Any, Any, Any]:
 def app_name() -> str:
     """A unique ``application_name``, to count exactly the test's own server connections."""
     return f"hasql_aiopg_{os.getpid()}_{next(_app_names)}"
+
+
+@pytest.fixture
+async def make_pool(
+    driver: Driver[Any, Any, Any], app_name: str
+) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Make (and open, unless ``open=False``) a driver pool for one node (reached through port
+    ``via`` if given), its connections named ``app_name``; every pool made is terminated at the
+    end of the test."""
+    made: list[Any] = []
+
+    async def make(node: Node, *, open: bool = True, via: int | None = None, **options: Any) -> Any:
+        dsn = node_dsn(node, application_name=app_name)
+        if via is not None:  # through the node's fault proxy, listening on port ``via``
+            dsn = dsn.with_host("127.0.0.1", via)
+        pool = driver.create_pool(dsn, options)
+        made.append(pool)
+        if open:
+            await driver.open_pool(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        await driver.terminate_pool(pool)

@@ -26,6 +26,8 @@ aiopg behaviour the drivers work around (each one reproduced against a real serv
   cancelled or failed creation leaves connections open until the garbage collector finds them. The
   drivers build the pool from the same arguments (the factory's own signature and defaults) without
   connecting, then fill it: a failed or cancelled open leaves a pool they can close.
+- A connection whose ``on_connect`` callback raises or is cancelled is dropped by aiopg without being
+  closed; the drivers close it.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ import contextlib
 import importlib
 import importlib.metadata
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import aiopg
 import attrs
 import psycopg2
+import psycopg2.extensions
 
 from hasql_core.driver import Driver, ErrorFacts, PoolStats
 from hasql_core.dsn import Dsn
@@ -287,8 +290,55 @@ def _make_aiopg_pool(dsn: str, options: Mapping[str, Any]) -> aiopg.Pool:
     ``create_pool``'s own signature), go to the constructor, and :meth:`_AiopgBase.open_pool` fills.
     """
     arguments = _bind(aiopg.create_pool, dsn, options)
+    _check_connection_parameters(dsn, arguments)
+    if arguments.get("on_connect") is not None:
+        arguments["on_connect"] = _closing_on_failure(arguments["on_connect"])
     positional = [arguments.pop(name) for name in ("dsn", "minsize", "maxsize", "timeout")]
     return aiopg.Pool(*positional, **arguments)
+
+
+def _closing_on_failure(
+    on_connect: Callable[[aiopg.Connection], Awaitable[None]],
+) -> Callable[[aiopg.Connection], Awaitable[None]]:
+    """The user's ``on_connect``, called as given; if it raises or is cancelled the new connection
+    is closed. aiopg itself drops such a connection without closing it: it stays open until the
+    garbage collector finds it (the exception's traceback keeps it alive meanwhile)."""
+
+    async def on_connect_or_close(connection: aiopg.Connection) -> None:
+        try:
+            await on_connect(connection)
+        except BaseException:
+            _close(connection)
+            raise
+
+    return on_connect_or_close
+
+
+#: ``create_pool`` arguments that are neither its own nor libpq connection parameters: psycopg2's
+#: ``connect()`` takes them, aiopg sets or drops them.
+_NOT_CONNINFO = frozenset({"connection_factory", "cursor_factory", "async", "async_", "loop"})
+
+
+def _check_connection_parameters(dsn: str, arguments: Mapping[str, Any]) -> None:
+    """Refuse, before any connect, keyword arguments that psycopg2 would turn into libpq
+    parameters libpq does not know (every connect would fail with "invalid connection option")."""
+    own = set(inspect.signature(aiopg.create_pool).parameters)
+    extra = {
+        key: value
+        for key, value in arguments.items()
+        if key not in own and key not in _NOT_CONNINFO and value is not None
+    }
+    if not extra:
+        return
+    try:
+        psycopg2.extensions.make_dsn(dsn, **extra)
+    except psycopg2.ProgrammingError as error:
+        raise ConfigurationError(
+            f"pool_factory_kwargs {sorted(extra)}: aiopg passes the arguments it does not know to "
+            f"psycopg2 as libpq connection parameters, and libpq refuses them ({error}). aiopg's "
+            "pool options are minsize, maxsize, timeout, pool_recycle, on_connect, echo, "
+            "enable_json, enable_hstore and enable_uuid."
+        ) from None
 
 
 class _AiopgBase(Driver[PoolT, ConnT, aiopg.Connection], Generic[PoolT, ConnT]):
@@ -316,7 +366,9 @@ class _AiopgBase(Driver[PoolT, ConnT, aiopg.Connection], Generic[PoolT, ConnT]):
     def _state(self, pool: PoolT) -> _PoolState:
         state = self._states.get(id(pool))
         if state is None:
-            raise ValueError(f"this pool was not made by this {self.name} driver: {pool!r}")
+            raise RuntimeError(
+                f"this {self.name} pool is closed or terminated (or was not made by this driver)"
+            )
         return state
 
     def _forget(self, pool: PoolT) -> None:

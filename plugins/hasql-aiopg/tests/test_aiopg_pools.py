@@ -1,0 +1,379 @@
+"""Driver-level pool behaviour against a real server: sizes, options, cancellation, close,
+terminate, discard, expiry. Every count of connections is read from the server itself."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import aiopg
+import psycopg2
+import pytest
+from aiopg_helpers import IS_SA, backends, eventually, fetchval, raw_of
+
+from hasql_core.driver import Driver
+from hasql_core.errors import ConfigurationError
+from hasql_core.testing.cluster import LocalCluster
+
+pytestmark = pytest.mark.timeout(60)
+
+Drv = Driver[Any, Any, Any]
+
+
+async def test_handed_out_objects_are_aiopgs_own(
+    driver: Drv, cluster: LocalCluster, make_pool: Any
+) -> None:
+    """The pool is aiopg's Pool (aiopg.sa's Engine); connections are aiopg's (SAConnection)."""
+    pool = await make_pool(cluster.primary, minsize=1, maxsize=2)
+    connection = await driver.acquire(pool, None)
+    try:
+        if IS_SA:
+            import sqlalchemy as sa
+            from aiopg.sa import Engine, SAConnection
+
+            assert isinstance(pool, Engine)
+            assert isinstance(connection, SAConnection)
+            assert await connection.scalar(sa.select(sa.literal_column("41") + 1)) == 42
+        else:
+            assert isinstance(pool, aiopg.Pool)
+            assert isinstance(connection, aiopg.Connection)
+        assert await fetchval(connection, "SELECT pg_is_in_recovery()") is False
+        assert not driver.is_connection_closed(connection)
+    finally:
+        await driver.release(pool, connection)
+
+
+async def test_options_reach_aiopg_unchanged_and_create_pool_does_no_io(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    seen: list[aiopg.Connection] = []
+
+    async def on_connect(connection: aiopg.Connection) -> None:
+        seen.append(connection)
+
+    options = {"minsize": 2, "maxsize": 3, "timeout": 7.5, "on_connect": on_connect}
+    before = dict(options)
+    pool = await make_pool(cluster.primary, open=False, **options)
+    assert options == before
+    assert await backends(cluster, cluster.primary, app_name) == []
+    assert (pool.minsize, pool.maxsize, pool.timeout) == (2, 3, 7.5)
+    await driver.open_pool(pool)
+    assert len(await backends(cluster, cluster.primary, app_name)) == 2
+    assert len(seen) == 2
+    assert options == before
+
+
+async def test_pool_options_that_cannot_work_are_refused_at_once(
+    driver: Drv, cluster: LocalCluster, make_pool: Any
+) -> None:
+    """``dsn`` comes from the manager; asyncpg's spelling of sizes is not an aiopg option and
+    would make every connect fail; aiopg's own checks still apply."""
+    with pytest.raises(ConfigurationError, match="dsn"):
+        await make_pool(cluster.primary, open=False, dsn="host=elsewhere")
+    with pytest.raises(ConfigurationError, match="min_size") as info:
+        await make_pool(cluster.primary, open=False, min_size=1)
+    assert cluster.password not in str(info.value)
+    with pytest.raises(ValueError, match="maxsize"):
+        await make_pool(cluster.primary, open=False, minsize=3, maxsize=2)
+    # A libpq parameter is fine: it goes to psycopg2 as aiopg would pass it.
+    pool = await make_pool(cluster.primary, connect_timeout=5, minsize=1)
+    assert driver.pool_stats(pool).size == 1
+
+
+async def test_pool_sizes_are_exact_and_stats_mean_what_the_contract_says(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    pool = await make_pool(cluster.primary, minsize=2, maxsize=3)
+    stats = driver.pool_stats(pool)
+    assert (stats.min, stats.max, stats.size, stats.idle, stats.in_use) == (2, 3, 2, 2, 0)
+    assert stats.free == 3 and driver.free_size(pool) == 3  # idle + unopened capacity
+    held = [await driver.acquire(pool, None) for _ in range(3)]
+    assert len(await backends(cluster, cluster.primary, app_name)) == 3
+    stats = driver.pool_stats(pool)
+    assert (stats.size, stats.idle, stats.in_use, stats.free) == (3, 0, 3, 0)
+    assert driver.free_size(pool) == 0
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(driver.acquire(pool, None), 0.3)
+    assert len(await backends(cluster, cluster.primary, app_name)) == 3
+    for connection in held:
+        await driver.release(pool, connection)
+    stats = driver.pool_stats(pool)
+    assert (stats.size, stats.idle, stats.in_use, stats.free) == (3, 3, 0, 3)
+    assert driver.free_size(pool) == 3
+
+
+async def test_cancelled_acquires_leak_nothing(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    """Acquires cancelled at random points (waiting for a slot, connecting, running a statement)
+    leave every slot free and every connection either idle or closed."""
+    pool = await make_pool(cluster.primary, minsize=1, maxsize=3)
+    rng = random.Random(11)
+
+    async def user() -> None:
+        connection = await driver.acquire(pool, None)
+        try:
+            await fetchval(connection, "SELECT pg_sleep(0.001)")
+        except BaseException:
+            driver.discard(pool, connection)
+            raise
+        await driver.release(pool, connection)
+
+    for _ in range(40):
+        tasks = [asyncio.ensure_future(user()) for _ in range(10)]
+        await asyncio.sleep(rng.random() * 0.01)
+        for task in tasks:
+            if rng.random() < 0.6:
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    stats = driver.pool_stats(pool)
+    assert stats.in_use == 0 and driver.free_size(pool) == 3, stats
+    assert stats.size == stats.idle
+    assert len(await backends(cluster, cluster.primary, app_name)) == stats.size
+    # Every slot can be taken at once, without waiting for anything.
+    held = await asyncio.wait_for(
+        asyncio.gather(*(driver.acquire(pool, None) for _ in range(3))), 5
+    )
+    for connection in held:
+        await driver.release(pool, connection)
+
+
+async def test_a_waiter_cancelled_as_it_is_woken_passes_the_wakeup_on(
+    driver: Drv, cluster: LocalCluster, make_pool: Any
+) -> None:
+    """aiopg's own pool loses this wake-up (asyncio.Condition), leaving the second waiter asleep
+    next to an idle connection until the pool's timeout; through the driver it gets it at once."""
+    pool = await make_pool(cluster.primary, minsize=1, maxsize=1, timeout=30)
+    held = await driver.acquire(pool, None)
+    first = asyncio.ensure_future(driver.acquire(pool, None))
+    second = asyncio.ensure_future(driver.acquire(pool, None))
+    await asyncio.sleep(0)  # both are queued now
+    assert not first.done() and not second.done()
+    await driver.release(pool, held)
+    first.cancel()  # woken (handed the slot) but cancelled before it could run
+    connection = await asyncio.wait_for(second, 5)
+    assert first.cancelled()
+    await driver.release(pool, connection)
+    assert driver.free_size(pool) == 1
+
+
+async def test_releasing_a_closed_connection_lets_a_waiter_in(
+    driver: Drv, cluster: LocalCluster, make_pool: Any
+) -> None:
+    """aiopg wakes no waiter when a closed connection comes back (here: closed by aiopg itself when
+    a statement's timeout passed); through the driver the waiter opens a new connection at once."""
+    pool = await make_pool(cluster.primary, minsize=1, maxsize=1, timeout=30)
+    held = await driver.acquire(pool, None)
+    waiter = asyncio.ensure_future(driver.acquire(pool, None))
+    with pytest.raises(asyncio.TimeoutError):
+        await fetchval(held, "SELECT pg_sleep(5)", timeout=0.1)
+    assert driver.is_connection_closed(held)
+    await driver.release(pool, held)
+    connection = await asyncio.wait_for(waiter, 5)
+    assert await fetchval(connection, "SELECT 1") == 1
+    await driver.release(pool, connection)
+
+
+@pytest.mark.hasql_cluster(replicas=0)
+async def test_an_open_cancelled_while_connecting_leaves_nothing_open(
+    driver: Drv, hasql_proxied_cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    """Connections are slow through a proxy adding latency; the open is cancelled after the first
+    one: terminate_pool (what the core does next) closes it, and the one being made is closed."""
+    cluster = hasql_proxied_cluster
+    node = cluster.primary
+    proxy = cluster.proxy(node)
+    await asyncio.to_thread(proxy.set_mode, "latency", delay=0.05)
+    pool = await make_pool(node, open=False, via=proxy.port, minsize=6, maxsize=6)
+    opening = asyncio.ensure_future(driver.open_pool(pool))
+
+    async def one_connected() -> bool:
+        return len(await backends(cluster, node, app_name)) >= 1
+
+    await eventually(one_connected, "the first connection of the pool")
+    assert not opening.done()
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    await driver.terminate_pool(pool)
+    assert driver.pool_stats(pool).size == 0
+
+    async def none_left() -> bool:
+        return await backends(cluster, node, app_name) == []
+
+    await eventually(none_left, "every connection of the cancelled pool closed", timeout=5)
+
+
+async def test_a_connection_whose_on_connect_is_cancelled_is_closed(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    """aiopg drops such a connection without closing it (it stays open until garbage collection)."""
+    entered = asyncio.Event()
+    calls = 0
+
+    async def on_connect(connection: aiopg.Connection) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the second connection's set-up never ends
+            entered.set()
+            await asyncio.Event().wait()
+
+    pool = await make_pool(cluster.primary, open=False, minsize=2, maxsize=2, on_connect=on_connect)
+    opening = asyncio.ensure_future(driver.open_pool(pool))
+    await entered.wait()
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert len(await backends(cluster, cluster.primary, app_name)) == 1  # the first, idle
+    await driver.terminate_pool(pool)
+
+    async def none_left() -> bool:
+        return await backends(cluster, cluster.primary, app_name) == []
+
+    await eventually(none_left, "both connections closed", timeout=5)
+
+
+@pytest.mark.parametrize("order", ["release-then-discard", "discard-then-release"])
+async def test_release_and_discard_of_one_connection_free_one_slot(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, order: str
+) -> None:
+    pool = await make_pool(cluster.primary, minsize=1, maxsize=2)
+    connection = await driver.acquire(pool, None)
+    raw = raw_of(connection)
+    if order == "release-then-discard":
+        await driver.release(pool, connection)
+        driver.discard(pool, connection)  # too late: it is back in the pool, possibly reused
+        assert not raw.closed
+        assert driver.pool_stats(pool).idle == 1
+    else:
+        driver.discard(pool, connection)
+        await driver.release(pool, connection)  # nothing left to do
+        assert raw.closed
+        assert driver.pool_stats(pool).size == 0
+    assert driver.free_size(pool) == 2
+    assert driver.pool_stats(pool).in_use == 0
+    held = [await driver.acquire(pool, None) for _ in range(2)]
+    assert all(raw_of(c) is not raw or not raw.closed for c in held)
+    with pytest.raises(asyncio.TimeoutError):  # two slots, not three
+        await asyncio.wait_for(driver.acquire(pool, None), 0.2)
+    for c in held:
+        await driver.release(pool, c)
+
+
+async def test_close_pool_waits_for_handed_out_connections(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    """Also for one that comes back closed: aiopg's own wait_closed() would then wait forever."""
+    pool = await make_pool(cluster.primary, minsize=2, maxsize=3)
+    held = await driver.acquire(pool, None)
+    closing = asyncio.ensure_future(driver.close_pool(pool))
+    done, _ = await asyncio.wait({closing}, timeout=0.2)
+    assert not done
+    with pytest.raises(RuntimeError, match="closing"):
+        await driver.acquire(pool, None)
+    with pytest.raises(asyncio.TimeoutError):
+        await fetchval(held, "SELECT pg_sleep(5)", timeout=0.1)  # aiopg closes it
+    await driver.release(pool, held)
+    await asyncio.wait_for(closing, 5)
+
+    async def none_left() -> bool:
+        return await backends(cluster, cluster.primary, app_name) == []
+
+    await eventually(none_left, "every connection closed", timeout=5)
+    assert driver.pool_stats(pool).size == 0
+
+
+async def test_terminate_closes_handed_out_connections_at_once(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    pool = await make_pool(cluster.primary, minsize=2, maxsize=3)
+    held = [await driver.acquire(pool, None) for _ in range(2)]
+    # So that the server notices the closed socket during the sleep, and the count below drops.
+    await fetchval(held[0], "SELECT set_config('client_connection_check_interval', '50ms', false)")
+    running = asyncio.ensure_future(fetchval(held[0], "SELECT pg_sleep(30)"))
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(driver.terminate_pool(pool), 1)
+    with pytest.raises(psycopg2.OperationalError):
+        await asyncio.wait_for(running, 1)
+    assert all(driver.is_connection_closed(c) for c in held)
+
+    async def none_left() -> bool:
+        return await backends(cluster, cluster.primary, app_name) == []
+
+    await eventually(none_left, "every connection closed", timeout=5)
+    for connection in held:  # giving them back afterwards is harmless
+        await driver.release(pool, connection)
+        driver.discard(pool, connection)
+    with pytest.raises(RuntimeError):
+        await driver.acquire(pool, None)
+
+
+async def test_expire_idle_replaces_every_connection_opened_before(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    pool = await make_pool(cluster.primary, minsize=2, maxsize=3)
+    held = await driver.acquire(pool, None)
+    before = set(await backends(cluster, cluster.primary, app_name))
+    assert len(before) == 2
+    await asyncio.wait_for(driver.expire_idle(pool), 1)
+    assert driver.pool_stats(pool).idle == 0
+    await driver.release(pool, held)  # handed out before the expiry: closed, not pooled
+    assert driver.is_connection_closed(held)
+
+    async def old_ones_gone() -> bool:
+        return not before & set(await backends(cluster, cluster.primary, app_name))
+
+    await eventually(old_ones_gone, "the connections opened before the expiry closed", timeout=5)
+    connection = await driver.acquire(pool, None)
+    pid = await fetchval(connection, "SELECT pg_backend_pid()")
+    assert pid not in before
+    await driver.release(pool, connection)
+
+
+async def test_idle_connections_the_server_ended_are_not_handed_out(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    pool = await make_pool(cluster.primary, minsize=2, maxsize=2)
+    killed = cluster.execute(
+        cluster.primary,
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+        f"'{app_name}'",
+    )
+    assert len(killed) == 2
+
+    async def seen_closed() -> bool:
+        await asyncio.sleep(0)  # aiopg reads the socket from the event loop
+        return driver.pool_stats(pool).size == 2 and all(c.closed for c in pool_idle(pool))
+
+    await eventually(seen_closed, "aiopg noticing that the idle connections were ended")
+    connection = await driver.acquire(pool, None)
+    assert await fetchval(connection, "SELECT 1") == 1
+    await driver.release(pool, connection)
+
+
+def pool_idle(pool: Any) -> list[aiopg.Connection]:
+    """The idle connections of an aiopg pool (or of an engine's pool), for inspection only."""
+    inner = pool._pool if IS_SA else pool
+    return list(inner._free)
+
+
+async def test_no_password_in_reprs_and_messages(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    pool = await make_pool(cluster.primary, minsize=1, maxsize=2)
+    connection = await driver.acquire(pool, None)
+    shown = [repr(pool), str(pool), repr(connection), repr(driver.pool_stats(pool))]
+    if IS_SA:
+        shown.append(pool.dsn)
+        assert "***" in pool.dsn
+    shown.append(repr(raw_of(connection).dsn))
+    await driver.release(pool, connection)
+    stopped = cluster.primary.port + 10_000 if cluster.primary.port < 50_000 else 1
+    bad = await make_pool(cluster.primary, open=False, minsize=1, port=stopped)
+    with pytest.raises(psycopg2.OperationalError) as info:
+        await driver.open_pool(bad)
+    shown += [str(info.value), repr(info.value)]
+    assert all(cluster.password not in text for text in shown), shown
+    assert cluster.password not in caplog.text

@@ -35,7 +35,7 @@ from . import procs
 from . import settings as S
 from .capture import Capture, find_secret, write_masked
 from .checks import RunData, evaluate
-from .drivers import SCHEMA_SQL, sql_for
+from .drivers import SCHEMA_SQL, DriverSql, sql_for
 from .faults import Fault, HarnessError, Scenario
 from .workload import HostNames, Workload, describe_error
 
@@ -92,6 +92,16 @@ def _app_backends(cluster: LocalCluster) -> dict[str, list[str]]:
         time.sleep(0.1)
 
 
+def _count_backends(cluster: LocalCluster) -> dict[str, int]:
+    """The application's backends per running node (to show the close check can see them)."""
+    counts: dict[str, int] = {}
+    for node in cluster.nodes:
+        if node.state == "running":
+            rows = cluster.execute(node, _BACKENDS_SQL, timeout=5)
+            counts[node.name] = len(rows)
+    return counts
+
+
 def _read_back(cluster: LocalCluster, data: RunData) -> None:
     """The ids (and, for the max_lag row, commit times) of the rows on the final primary."""
     primary = cluster.primary
@@ -117,8 +127,20 @@ async def _left_tasks(before: set[asyncio.Task[Any]]) -> list[str]:
         current = asyncio.current_task()
         left = [t for t in asyncio.all_tasks() if t not in before and t is not current]
         if not left or time.monotonic() >= deadline:
-            return [f"{t.get_name()}: {t.get_coro()!r}"[:200] for t in left]
+            return [_describe_task(t) for t in left]
         await asyncio.sleep(0.05)
+
+
+def _describe_task(task: asyncio.Task[Any]) -> str:
+    """The task's name and coroutine; the application's own statements are marked as such (a
+    statement that outlives close() is the driver not ending it when it was cancelled)."""
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", repr(coro))
+    mine = getattr(coro, "__module__", "") == DriverSql.__module__ or name.startswith(
+        ("AsyncpgSql.", "PsycopgSql.")
+    )
+    text = f"{task.get_name()}: {name}"
+    return text + " (a statement of the application, still running)" if mine else text
 
 
 async def _body(
@@ -159,6 +181,16 @@ async def _body(
         workload.start(longest=limit)
         try:
             await asyncio.sleep(settings.baseline)
+            try:
+                seen = await asyncio.to_thread(_count_backends, cluster)
+            except ClusterError as error:
+                raise HarnessError(f"counting the application's backends: {error}") from error
+            data.backends_during_load = seen
+            if not sum(seen.values()):
+                raise HarnessError(
+                    f"no backend with application_name {S.APPLICATION_NAME!r} during the load: "
+                    "the check after close() would prove nothing"
+                )
             await fault.script(scenario)
             await asyncio.sleep(settings.tail)
         except HarnessError as error:

@@ -43,6 +43,7 @@ class RunData:
     cell_timed_out: bool = False
     close_duration: float | None = None
     close_error: str | None = None
+    backends_during_load: dict[str, int] = dataclasses.field(default_factory=dict)
     app_backends: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     leftover_tasks: list[str] = dataclasses.field(default_factory=list)
     leftover_processes: list[str] = dataclasses.field(default_factory=list)
@@ -338,6 +339,7 @@ def evaluate(data: RunData) -> dict[str, Any]:
             "close_duration": None
             if data.close_duration is None
             else round(data.close_duration, 3),
+            "backends_during_load": data.backends_during_load,
             "log_records": data.log_records,
             "server_processes_seen": data.processes_seen,
             "duration": round(data.duration, 1),

@@ -2,11 +2,11 @@
 
 The driver under test is named by the environment variable ``HASQL_TEST_DRIVER`` ("asyncpg" or
 "asyncpgsa", set by the nox session; "asyncpg" when unset) and made through the ``hasql`` entry
-points, as a PoolManager would. Every database test runs against a real local PostgreSQL cluster
-from :mod:`hasql_core.testing.cluster`: tests that only read and write share one cluster per
-session (each one tags its connections with its own ``application_name`` to count them); tests
-that promote, freeze or kill a node get a cluster of their own through the ``hasql_cluster``
-fixture.
+points, as a PoolManager would. The library-specific tests here share one real local cluster per
+session (each one tags its connections with its own ``application_name`` to count them). The
+driver-level scenarios every driver must pass (hasql-core's driver suite) and the manager-level
+ones (its conformance suite) run from test_asyncpg_driver_suite.py and test_conformance.py with
+clusters of their own.
 """
 
 from __future__ import annotations
@@ -53,12 +53,7 @@ def app_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def shared_cluster(hasql_pg_bindir: Any) -> Iterator[Any]:
-    """One primary and one streaming replica shared by the tests that do not change the topology.
-
-    Tests that promote, freeze, stop or kill a node use the ``hasql_cluster`` fixture of
-    hasql-core's pytest plugin instead (``@pytest.mark.hasql_cluster(replicas=1)``): a cluster of
-    their own.
-    """
+    """One primary and one streaming replica shared by the tests that do not change the topology."""
     from hasql_core.testing.cluster import LocalCluster
 
     with LocalCluster(replicas=1, bindir=hasql_pg_bindir) as cluster:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -49,43 +48,6 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: fl
             pytest.fail(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-def pool_tasks(pool: Any) -> list[asyncio.Task[Any]]:
-    """psycopg_pool's background tasks of ``pool`` that are still running."""
-    prefix = f"{pool.name}-"
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith(prefix) and not t.done()]
-
-
-def client_sockets(port: int) -> int:
-    """How many TCP sockets of this process are connected (or connecting) to 127.0.0.1:``port``.
-
-    Read from /proc (Linux): the client-side truth about leaked connections, which a frozen or
-    dead server cannot report.
-    """
-    gc.collect()  # a connection object kept only by a reference cycle is not leaked, just late
-    inodes: set[str] = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as table:
-                next(table)
-                for line in table:
-                    fields = line.split()
-                    remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-                    state = fields[3]
-                    if remote_port == port and state != "0A":  # 0A: listening
-                        inodes.add(fields[9])
-        except FileNotFoundError:
-            continue
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in inodes:
-            count += 1
-    return count
 
 
 async def shut(driver: Any, pool: Any) -> None:

@@ -126,6 +126,7 @@ __all__ = [
     "test_async_with_left_after_a_statement_timeout_on_frozen_primary_is_bounded",
     "test_cancelled_open_leaves_no_server_session",
     "test_cancelled_open_on_frozen_host_leaves_no_socket_and_no_task",
+    "test_cancelled_release_leaves_nothing_checked_out",
     "test_cancelling_the_caller_of_a_release_on_frozen_primary_leaves_nothing_checked_out",
     "test_client_side_statement_timeout_is_not_a_lost_connection",
     "test_close_pool_waits_for_handed_out_connections",
@@ -917,8 +918,9 @@ async def test_acquires_and_releases_cancelled_at_random_leave_nothing_checked_o
 ) -> None:
     """Tasks cancelled at random points (queued in ``acquire``, connecting, holding, running a
     statement, in ``release``) lose no connection: afterwards nothing is checked out, every slot
-    can be taken, and the server has exactly the pool's sessions. When a statement or a release is
-    cancelled the task discards the connection, as the core does."""
+    can be taken, and the server has exactly the pool's sessions. A task whose statement is
+    cancelled discards the connection, as the core does; a cancelled ``release`` is left alone:
+    every driver coroutine must be cancellation-safe on its own."""
     driver, adapter, node = suite_driver, driver_suite_adapter, suite_cluster.primary
     max_size = 3
     rng = random.Random(20261202)
@@ -938,11 +940,7 @@ async def test_acquires_and_releases_cancelled_at_random_leave_nothing_checked_o
             except asyncio.CancelledError:
                 driver.discard(pool, conn)  # the statement was interrupted: never reset it
                 raise
-            try:
-                await driver.release(pool, conn)
-            except asyncio.CancelledError:
-                driver.discard(pool, conn)
-                raise
+            await driver.release(pool, conn)
             completed += 1
 
         loop = asyncio.get_running_loop()
@@ -974,6 +972,40 @@ async def test_acquires_and_releases_cancelled_at_random_leave_nothing_checked_o
             for conn in held:
                 await driver.release(pool, conn)
     await _no_backends(suite_cluster, node, suite_app_name)
+
+
+@_scenario()
+async def test_cancelled_release_leaves_nothing_checked_out(
+    suite_driver: Drv,
+    suite_cluster: LocalCluster,
+    driver_suite_adapter: DriverSuiteAdapter,
+    suite_app_name: str,
+) -> None:
+    """``release`` cancelled right after it started (with a transaction to roll back) still
+    gives the connection back: ``in_use`` returns to 0 and every slot can be taken again."""
+    driver, adapter, node = suite_driver, driver_suite_adapter, suite_cluster.primary
+    dsn = _dsn(node, application_name=suite_app_name)
+    async with _opened_pool(driver, dsn, adapter.pool_options(1, 1)) as pool:
+        for yields in range(1, 5):  # cancelled at successive points of the started release
+            conn = await driver.acquire(pool, 5.0)
+            await adapter.begin(conn)
+            await adapter.fetchval(conn, "SELECT 1")
+            releasing = asyncio.ensure_future(driver.release(pool, conn))
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            releasing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(releasing, SERVER_WAIT)
+
+            async def returned() -> bool:
+                return driver.pool_stats(pool).in_use == 0
+
+            await _eventually(returned, "the cancelled release to give the connection back")
+            again = await asyncio.wait_for(driver.acquire(pool, 5.0), SERVER_WAIT)
+            try:
+                assert await adapter.fetchval(again, "SELECT 1") == 1
+            finally:
+                await driver.release(pool, again)
 
 
 @_scenario()

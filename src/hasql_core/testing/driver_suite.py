@@ -68,19 +68,24 @@ connections; ``terminate_pool`` closes them at once, a running statement include
 ``expire_idle`` makes sure no connection opened before it is handed out again; an idle connection
 the server ended is not handed out.
 
-**Cancellation and failed opens.** Acquires and releases cancelled at random points leave nothing
-checked out and no connection lost; a cancelled or failed ``open_pool`` (closed port, frozen host)
-followed by ``terminate_pool`` leaves no server session, no socket and no task.
+**Cancellation and failed opens.** Every driver coroutine is cancellation-safe on its own:
+acquires and releases cancelled at random points leave nothing checked out and no connection
+lost, and a release cancelled right after it started still gives the connection back; a cancelled
+or failed ``open_pool`` (closed port, frozen host) followed by ``terminate_pool`` leaves no server
+session, no socket and no task.
 
-**Release and discard under faults.** ``discard`` is synchronous and does no I/O: on a frozen
-host it returns at once, the slot is free again (``in_use`` goes down, ``max_size`` connections can
-be had after the thaw) and the server session ends after the thaw; it ends a release of the same
-connection that is in flight on a frozen host without losing the slot or handing the connection out
-again; it does nothing for a connection already released or discarded and never raises. Through a
-``PoolManager``: an application-style loop whose statement times out on a frozen primary leaves
-``async with`` within the release bound (``release_timeout``, by default ``refresh_timeout``), a
-release that would roll back on a frozen primary is bounded the same way, and cancelling the
-caller during a release leaves nothing checked out.
+**Release and discard under faults.** A statement on a handed-out connection abandoned at the
+application's deadline (``asyncio.wait_for``) on a frozen host gives up at once: the library must
+not keep the caller while it tries to cancel the statement on a server that does not answer.
+``discard`` is synchronous and does no I/O: on a frozen host it returns at once, the slot is free
+again (``in_use`` goes down, ``max_size`` connections can be had after the thaw) and the server
+session ends after the thaw; it ends a release of the same connection that is in flight on a
+frozen host without losing the slot or handing the connection out again; it does nothing for a
+connection already released or discarded and never raises. Through a ``PoolManager``: in an
+application-style loop on a frozen primary every statement gives up within its bound and every
+``async with`` is left within the release bound (``release_timeout``, by default
+``refresh_timeout``); a release that would roll back on a frozen primary is bounded the same way;
+cancelling the caller during a release leaves nothing checked out.
 
 **Error facts** (``error_facts``, classified by :func:`hasql_core.error_kinds.classify`). For the
 same server answer every driver reports the same facts: a write on a standby or in a read-only

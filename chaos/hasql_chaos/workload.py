@@ -67,9 +67,10 @@ class Op:
     def phases(self) -> dict[str, float | None]:
         """Seconds spent acquiring, in the statement and releasing (None: phase not reached)."""
         end = self.end
-        acquire = (self.acquired if self.acquired is not None else end) or None
+        # Never given a connection: the whole operation was the acquire.
+        acquire_end = self.acquired if self.acquired is not None else end
         return {
-            "acquire": None if acquire is None else acquire - self.start,
+            "acquire": None if acquire_end is None else acquire_end - self.start,
             "statement": (
                 None
                 if self.acquired is None or self.statement_end is None

@@ -377,3 +377,24 @@ async def test_no_password_in_reprs_and_messages(
     shown += [str(info.value), repr(info.value)]
     assert all(cluster.password not in text for text in shown), shown
     assert cluster.password not in caplog.text
+
+
+async def test_a_connection_left_in_a_transaction_is_closed_not_pooled(
+    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
+) -> None:
+    """No rollback round trip on release: the connection is closed instead (as aiopg does), and
+    without aiopg's ResourceWarning (this suite runs with warnings as errors)."""
+    pool = await make_pool(cluster.primary, minsize=1, maxsize=1)
+    connection = await driver.acquire(pool, None)
+    pid = await fetchval(connection, "BEGIN; SELECT pg_backend_pid()")
+    await driver.release(pool, connection)
+    assert driver.is_connection_closed(connection)
+    assert driver.pool_stats(pool).size == 0 and driver.free_size(pool) == 1
+
+    async def gone() -> bool:
+        return pid not in await backends(cluster, cluster.primary, app_name)
+
+    await eventually(gone, "the backend of the closed connection gone", timeout=5)
+    fresh = await driver.acquire(pool, None)
+    assert await fetchval(fresh, "SELECT pg_backend_pid()") != pid
+    await driver.release(pool, fresh)

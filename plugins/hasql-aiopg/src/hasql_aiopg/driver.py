@@ -74,6 +74,7 @@ UNLIMITED = 2**31 - 1
 _HOST_SELECTION_PARAMS = frozenset({"target_session_attrs", "load_balance_hosts"})
 
 _NO_FACTS = ErrorFacts()
+_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
 PoolT = TypeVar("PoolT")
 ConnT = TypeVar("ConnT")
@@ -136,7 +137,10 @@ def aiopg_error_facts(error: BaseException) -> ErrorFacts:
     for _ in range(8):
         if current is None:
             break
-        facts = _facts_of_one(current)
+        try:
+            facts = _facts_of_one(current)
+        except Exception:  # an exception object whose attributes fail: it tells nothing
+            facts = _NO_FACTS
         if facts != _NO_FACTS:
             return facts
         current = current.__cause__
@@ -463,8 +467,10 @@ class _AiopgBase(Driver[PoolT, ConnT, aiopg.Connection], Generic[PoolT, ConnT]):
         """Give ``connection`` back to ``pool`` (aiopg's ``Pool.release``); never waits on the server.
 
         aiopg sends nothing to the server here: an open connection goes back to the pool as it is, a
-        closed one is dropped, and one left inside a transaction is closed (aiopg warns with a
-        ``ResourceWarning``), so this completes without suspending. A connection handed out before
+        closed one is dropped, and one left inside a transaction is closed (as aiopg would, but
+        without its ``ResourceWarning``, which a test suite run with warnings as errors would turn
+        into an exception after the pool had already let go of the connection), so this completes
+        without suspending. A connection handed out before
         :meth:`expire_idle` is closed instead. aiopg's ``release()`` takes no arguments: ``kwargs``
         raise ``TypeError`` (before anything is done, so the connection can still be discarded).
         A connection already released or discarded is left alone. For ``aiopg_sa``, a
@@ -494,6 +500,8 @@ class _AiopgBase(Driver[PoolT, ConnT, aiopg.Connection], Generic[PoolT, ConnT]):
             if id(connection) in state.expired:
                 state.expired.discard(id(connection))
                 _close(raw)
+            elif not raw.closed and raw.raw.get_transaction_status() != _IDLE:
+                _close(raw)  # what aiopg would do, without its ResourceWarning
             if self._raw(connection) is not None:
                 state.keep(_give_back(state.pool, raw))
         finally:

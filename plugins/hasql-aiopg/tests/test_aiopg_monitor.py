@@ -1,0 +1,115 @@
+"""The monitor connection: the probe on a primary and a standby, no transaction left open, a
+promotion seen at once, bounded connect and probe on a frozen host."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg2.extensions
+import pytest
+from aiopg_helpers import node_dsn
+from hasql_core.probe import PROBE_QUERY, parse_probe_row
+
+from hasql_core.driver import Driver
+from hasql_core.testing.cluster import LocalCluster
+
+pytestmark = pytest.mark.timeout(60)
+
+Drv = Driver[Any, Any, Any]
+
+
+async def _activity(cluster: LocalCluster, node: Any, app_name: str) -> list[tuple[str, ...]]:
+    return await asyncio.to_thread(
+        cluster.execute,
+        node,
+        "SELECT state, backend_xid IS NULL AND backend_xmin IS NULL FROM pg_stat_activity "
+        f"WHERE application_name = '{app_name}'",
+    )
+
+
+async def test_probe_on_primary_and_standby(driver: Drv, cluster: LocalCluster) -> None:
+    """Values come back as Python bool/int/float/None in column order; no transaction stays open
+    (psycopg2's asynchronous connections are always in autocommit mode)."""
+    for node, in_recovery in ((cluster.primary, False), (cluster.replicas[0], True)):
+        connection = await driver.connect_monitor(node_dsn(node), timeout=5)
+        try:
+            row = await driver.probe(connection, PROBE_QUERY)
+            result = parse_probe_row(row)
+            assert row[0] is in_recovery and result.in_recovery is in_recovery
+            assert isinstance(row[1], bool) and isinstance(row[2], int)
+            if in_recovery:
+                assert isinstance(row[3], int) and row[5] == 1
+                assert row[4] is None or isinstance(row[4], float)
+            else:
+                assert row[3] is None and row[4] is None and row[5] == 1
+            assert connection.autocommit
+            status = connection.raw.get_transaction_status()
+            assert status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+            # The server agrees: an idle session holding no snapshot, named as a monitor.
+            assert await _activity(cluster, node, "hasql-monitor") == [("idle", "t")]
+        finally:
+            await driver.close_monitor(connection)
+        assert connection.closed
+        await driver.close_monitor(connection)  # a second close does nothing
+
+
+async def test_application_name_of_the_dsn_is_kept(
+    driver: Drv, cluster: LocalCluster, app_name: str
+) -> None:
+    connection = await driver.connect_monitor(
+        node_dsn(cluster.primary, application_name=app_name), timeout=5
+    )
+    try:
+        await driver.probe(connection, PROBE_QUERY)
+        assert await _activity(cluster, cluster.primary, app_name) == [("idle", "t")]
+    finally:
+        await driver.close_monitor(connection)
+
+
+@pytest.mark.hasql_cluster(replicas=1)
+async def test_a_promotion_is_seen_by_the_next_probe(
+    driver: Drv, hasql_cluster: LocalCluster
+) -> None:
+    """The same monitor connection reports the new role right after pg_promote(): no snapshot of
+    the standby's days survives between probes."""
+    standby = hasql_cluster.replicas[0]
+    connection = await driver.connect_monitor(node_dsn(standby), timeout=5)
+    try:
+        assert parse_probe_row(await driver.probe(connection, PROBE_QUERY)).in_recovery
+        await asyncio.to_thread(hasql_cluster.promote, standby)
+        result = parse_probe_row(await driver.probe(connection, PROBE_QUERY))
+        assert not result.in_recovery and not result.read_only
+        assert result.timeline == 2
+    finally:
+        await driver.close_monitor(connection)
+
+
+@pytest.mark.hasql_cluster(replicas=0)
+async def test_probe_and_connect_on_a_frozen_host_are_bounded(
+    driver: Drv, hasql_cluster: LocalCluster
+) -> None:
+    """A probe cancelled by the core returns at once (aiopg closes the connection instead of
+    asking the frozen server to cancel); a connect gives up after its timeout."""
+    node = hasql_cluster.primary
+    connection = await driver.connect_monitor(node_dsn(node), timeout=5)
+    await asyncio.to_thread(hasql_cluster.freeze, node)
+    try:
+        probing = asyncio.ensure_future(driver.probe(connection, PROBE_QUERY))
+        done, _ = await asyncio.wait({probing}, timeout=0.3)
+        assert not done  # the server does not answer
+        started = time.monotonic()
+        probing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probing
+        assert time.monotonic() - started < 0.5
+        assert connection.closed
+        await asyncio.wait_for(driver.close_monitor(connection), 0.5)
+
+        started = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await driver.connect_monitor(node_dsn(node), timeout=0.5)
+        assert time.monotonic() - started < 2.0
+    finally:
+        await asyncio.to_thread(hasql_cluster.thaw, node)

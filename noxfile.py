@@ -26,7 +26,8 @@ PLUGIN_ENVS: dict[str, tuple[str, list[str]]] = {
     "asyncpg": ("hasql-asyncpg", []),
     "asyncpgsa": ("hasql-asyncpg", ["asyncpgsa==0.27.1", "sqlalchemy>=1.4,<1.5"]),
     "psycopg3": ("hasql-psycopg3", ["psycopg[binary]"]),  # no system libpq needed
-    "aiopg": ("hasql-aiopg", ["sqlalchemy>=1.4,<1.5"]),
+    "aiopg": ("hasql-aiopg", []),
+    "aiopg_sa": ("hasql-aiopg", ["sqlalchemy>=1.4,<1.5"]),
     "sqlalchemy": ("hasql-sqlalchemy", []),
 }
 

@@ -29,6 +29,7 @@ class AcquireRequest:
         "kwargs",
         "lag_limit",
         "read_only",
+        "stale_fallback",
         "timeout",
         "weight",
     )
@@ -42,8 +43,11 @@ class AcquireRequest:
         timeout: float,
         kwargs: Mapping[str, Any],
         entry: HostEntry | None = None,
+        stale_fallback: bool = False,
     ) -> None:
         self.read_only = read_only
+        #: A read may use a standby beyond the lag limit when nothing else can serve it.
+        self.stale_fallback = stale_fallback
         self.fallback_master = fallback_master
         self.weight = weight
         self.lag_limit = lag_limit
@@ -62,6 +66,8 @@ class AcquireRequest:
             what += f" within lag limit {self.lag_limit}"
         if self.fallback_master:
             what += " (or the primary as fallback)"
+        if self.stale_fallback:
+            what += " (or a replica beyond the lag limit as a last resort)"
         return what
 
 

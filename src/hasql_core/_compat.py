@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._acquire import AcquireContext, AcquireRequest
 from ._arguments import positive
+from ._deadline import await_until
 from ._handout import Handout
 from ._routing import choose_host
 from ._topology import HostEntry, Topology
 from .balancer import BalancerPolicy
-from .driver import Driver
+from .balancer_policy import AbstractBalancerPolicy
+from .driver import Driver, PoolStats
+from .errors import AcquireTimeoutError, ConfigurationError, NoAvailablePoolError
 
 
 class HasqlPoolApi:
@@ -154,9 +157,91 @@ class HasqlPoolApi:
         return self._driver.is_connection_closed(connection)
 
     def get_last_response_time(self, pool: Any) -> float | None:
-        """Round-trip time (seconds) of the latest successful probe of ``pool``'s host."""
-        return self._entry_of(pool).state.rtt
+        """Median round-trip time (seconds) of the probes of ``pool``'s host over the stopwatch
+        window (``stopwatch_window_size`` probes), as in hasql; None before the first probe."""
+        return self._entry_of(pool).response_time
+
+    def host(self, pool: Any) -> str:
+        """``host:port`` of the host ``pool`` belongs to (the key of every per-host figure)."""
+        return self._entry_of(pool).state.name
+
+    def pool_stats(self, pool: Any) -> PoolStats:
+        """``pool``'s size figures (see :class:`~hasql_core.driver.PoolStats`)."""
+        return self._driver.pool_stats(pool)
+
+    @property
+    def stale_pool_count(self) -> int:
+        """Usable replicas beyond the manager's lag limit (hasql 0.10)."""
+        return len(self._topology.standbys) - len(self._topology.fresh_standbys)
+
+    def get_stale_pools(self) -> list[Any]:
+        """Pools of the usable replicas beyond the manager's lag limit (hasql 0.10)."""
+        fresh = set(self._topology.fresh_standbys)
+        return [e.pool for e in self._topology.standbys if e not in fresh]
 
     def __iter__(self) -> Iterator[Any]:
         """The pools of available hosts."""
         return iter([e.pool for e in self._entries if e.state.available and e.pool is not None])
+
+
+class HasqlPolicyRouter:
+    """Routes acquires through a balancer policy written for hasql (an async ``get_pool``)."""
+
+    __slots__ = ("_manager", "_policy")
+
+    def __init__(self, policy: AbstractBalancerPolicy, manager: HasqlPoolApi) -> None:
+        self._policy = policy
+        self._manager = manager
+
+    async def route(self, request: AcquireRequest, deadline: float) -> AcquireRequest:
+        """``request`` pinned to the host of the pool the policy returns, within ``deadline``.
+
+        Raises :class:`NoAvailablePoolError` when the policy returns no pool, and
+        :class:`AcquireTimeoutError` when it does not return in time.
+        """
+        weight = request.weight if request.read_only and request.weight > 0.0 else None
+        name = type(self._policy).__qualname__
+        try:
+            pool = await await_until(
+                self._policy.get_pool(
+                    read_only=request.read_only,
+                    fallback_master=request.fallback_master,
+                    master_as_replica_weight=weight,
+                ),
+                deadline,
+            )
+        except asyncio.TimeoutError as error:
+            raise AcquireTimeoutError(
+                f"the balancer policy {name} found no pool for {request.describe()} within "
+                f"{request.timeout:g}s. Hosts: {self._manager._topology.describe()}"
+            ) from error
+        if pool is None:
+            raise NoAvailablePoolError(
+                f"the balancer policy {name} returned no pool for {request.describe()}. Hosts: "
+                + self._manager._topology.describe()
+            )
+        return AcquireRequest(
+            read_only=request.read_only,
+            fallback_master=request.fallback_master,
+            weight=request.weight,
+            lag_limit=request.lag_limit,
+            timeout=request.timeout,
+            kwargs=request.kwargs,
+            entry=self._manager._entry_of(pool),
+        )
+
+
+def hasql_style_policy(value: object) -> type[AbstractBalancerPolicy] | None:
+    """``value`` when it is a policy class written for hasql (else None); refuses the abstract
+    base itself and subclasses that do not implement ``_get_pool``."""
+    if not (isinstance(value, type) and issubclass(value, AbstractBalancerPolicy)):
+        return None
+    if value is AbstractBalancerPolicy or getattr(value, "__abstractmethods__", None):
+        raise ConfigurationError(
+            f"{value.__qualname__} cannot serve as a balancer policy: it is abstract. Subclass "
+            "hasql_core.balancer_policy.AbstractBalancerPolicy and implement "
+            "async def _get_pool(self, read_only, fallback_master=False, "
+            "choose_master_as_replica=False), or pass a built-in policy name "
+            "('greedy', 'round_robin', 'random_weighted')."
+        )
+    return value

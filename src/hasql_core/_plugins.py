@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -25,7 +25,13 @@ import pluggy
 from . import hookspecs, policies
 from .balancer import BalancerPolicy
 from .driver import Driver
-from .errors import PluginConflictError, PluginError, PluginLoadError, UnknownPluginError
+from .errors import (
+    ConfigurationError,
+    PluginConflictError,
+    PluginError,
+    PluginLoadError,
+    UnknownPluginError,
+)
 
 ENTRY_POINT_GROUP = "hasql"
 BUILTIN_SOURCE = "hasql-core (built in)"
@@ -235,9 +241,32 @@ def make_driver(
     return driver
 
 
-def make_policy(value: str | type[BalancerPolicy] | BalancerPolicy) -> BalancerPolicy:
-    """A balancer policy instance from a name, a :class:`BalancerPolicy` subclass or an instance."""
-    policy: BalancerPolicy = _instantiate(POLICIES, value, lambda cls: cls())
+def make_policy(
+    value: str | type[BalancerPolicy] | BalancerPolicy,
+    options: Mapping[str, Any] | None = None,
+) -> BalancerPolicy:
+    """A balancer policy instance from a name, a :class:`BalancerPolicy` subclass or an instance.
+
+    ``options`` are the keyword arguments its class is constructed with (``balancer_policy_options``);
+    they cannot go with an instance. A class that refuses them raises
+    :class:`~hasql_core.errors.ConfigurationError` naming the policy and the options.
+    """
+    if options and isinstance(value, BalancerPolicy):
+        raise ConfigurationError(
+            "balancer_policy_options cannot be used with a policy instance: configure the "
+            "instance yourself, or pass the policy's name or class with the options"
+        )
+
+    def construct(cls: type[BalancerPolicy]) -> BalancerPolicy:
+        try:
+            return cls(**(options or {}))
+        except TypeError as error:
+            raise ConfigurationError(
+                f"the balancer policy {cls.name!r} ({cls.__module__}.{cls.__qualname__}) does "
+                f"not accept the options {sorted(options or {})}: {error}"
+            ) from error
+
+    policy: BalancerPolicy = _instantiate(POLICIES, value, construct)
     return policy
 
 

@@ -26,12 +26,15 @@ def choose_host(
     """The host that should serve ``request`` now, or ``None`` when no host can.
 
     - A request for one host's pool (``request.entry``) gets that host while its pool is open.
-    - A write gets the writable primary; with two primaries tied on the highest timeline it raises
+    - A write gets the writable primary, handed to ``balancer`` as the only candidate (policies see
+      writes too); with two primaries tied on the highest timeline it raises
       :class:`~hasql_core.errors.SplitBrainError` instead (writes are refused, not guessed).
     - A read gets a standby within the lag limit (the request's, else the manager's), picked by
       ``balancer`` when there are several. The primary joins the candidates with probability
       ``request.weight`` (``draw()`` below it; ``draw`` defaults to :func:`random.random`), and
-      serves alone when no standby can and ``request.fallback_master`` is set.
+      serves alone when no standby can and ``request.fallback_master`` is set. With
+      ``request.stale_fallback``, a standby beyond the lag limit serves when neither can (hasql
+      0.10's order: fresh replica, then the primary if allowed, then a stale replica).
 
     Hosts in ``excluded`` (they just failed under this acquire) are never chosen.
     """
@@ -48,7 +51,9 @@ def choose_host(
                 + "; ".join(e.state.describe() for e in topology.split_brain_tie)
                 + ". Fence or demote all but one of them."
             )
-        return primary
+        if primary is None:
+            return None
+        return balancer.choose((primary,), False)  # type: ignore[return-value]
     candidates: Sequence[HostEntry] = topology.standbys_within(request.lag_limit)
     if excluded:
         candidates = [e for e in candidates if e not in excluded]
@@ -56,7 +61,14 @@ def choose_host(
     if primary is not None and weight > 0.0 and (weight >= 1.0 or (draw or random)() < weight):
         candidates = [*candidates, primary]
     if not candidates:
-        return primary if request.fallback_master else None
+        if request.fallback_master and primary is not None:
+            return primary
+        if request.stale_fallback:
+            candidates = [e for e in topology.standbys if e not in excluded]
+            if not candidates:
+                return None
+            return candidates[0] if len(candidates) == 1 else balancer.choose(candidates, True)  # type: ignore[return-value]
+        return None
     if len(candidates) == 1:
         return candidates[0]
     return balancer.choose(candidates, True)  # type: ignore[return-value]

@@ -47,7 +47,20 @@ class PoolManagerClosedError(HasqlError, RuntimeError):
     """The pool manager was used after ``close()`` or ``terminate()`` began."""
 
 
-class AcquireTimeoutError(HasqlError, asyncio.TimeoutError):
+#: hasql's name for use during shutdown; the same error here.
+PoolManagerClosingError = PoolManagerClosedError
+
+
+class UnexpectedDatabaseResponseError(HasqlError):
+    """A server answered a query of the library with something it cannot read (hasql's name)."""
+
+
+class NoAvailablePoolError(HasqlError):
+    """No host's pool can serve an acquire: the base of :class:`AcquireTimeoutError`, and what a
+    balancer policy written for hasql causes by returning no pool (hasql's name)."""
+
+
+class AcquireTimeoutError(NoAvailablePoolError, asyncio.TimeoutError):
     """No suitable connection could be handed out before the acquire's deadline.
 
     The message says what was asked for and what each host looked like when the deadline passed.

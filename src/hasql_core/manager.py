@@ -16,7 +16,7 @@ import attrs
 from . import _plugins as plugins
 from ._acquire import AcquireContext, AcquireRequest
 from ._arguments import check_weight, lag_limit, positive
-from ._compat import HasqlPoolApi
+from ._compat import HasqlPolicyRouter, HasqlPoolApi, hasql_style_policy
 from ._deadline import run_until, within
 from ._events import Events
 from ._handout import Handout
@@ -34,8 +34,9 @@ from .errors import (
     PoolSetupError,
     ReadyTimeoutError,
 )
-from .host_state import HostState
-from .metrics import Metrics, build_metrics
+from .host_state import HostState, Role
+from .metrics import ManagerFigures, Metrics, build_metrics
+from .staleness import StalenessPolicy, lag_arguments
 
 log = logging.getLogger("hasql_core")
 
@@ -55,6 +56,8 @@ DEFAULT_MASTER_AS_REPLICA_WEIGHT = 0.0
 #: libpq parameters that pick among several hosts. The manager routes by role itself and connects
 #: to each host on its own, so they are dropped from every host's DSN: with
 #: ``target_session_attrs=read-write`` a standby's pool could never connect.
+_NOBODY: frozenset[HostEntry] = frozenset()
+
 _HOST_SELECTION_PARAMS = frozenset({"target_session_attrs", "load_balance_hosts"})
 
 
@@ -90,7 +93,16 @@ class PoolManager(HasqlPoolApi):
     ``observers`` (objects implementing the event hooks, or entry-point names), ``close_timeout``
     (how long ``close()`` waits for handed-out connections), ``release_timeout`` (how long giving
     a connection back may wait on its server before the connection is discarded instead; default
-    ``refresh_timeout``).
+    ``refresh_timeout``), ``stale_fallback`` (a read uses a replica beyond the lag limit when no
+    fresh replica, nor the primary with ``fallback_master``, can serve it, instead of waiting: hasql
+    0.10's order), ``staleness`` (hasql 0.10's ``StalenessPolicy``, translated to ``max_lag`` /
+    ``max_lag_bytes`` with ``stale_fallback``; see :mod:`hasql_core.staleness`),
+    ``balancer_policy_options`` (keyword arguments the policy class is built with). A
+    ``balancer_policy`` may also be a policy class written for hasql (a subclass of
+    :class:`hasql_core.balancer_policy.AbstractBalancerPolicy`).
+
+    Unlike hasql, ``async with PoolManager(...)`` does not wait for the hosts: call :meth:`ready`
+    (hasql waited for every host, and failed after 10 s when one was down).
 
     The manager starts monitoring when created inside a running event loop, otherwise at its first
     use. Use ``async with PoolManager(...) as pm`` or call :meth:`close` when done.
@@ -106,7 +118,7 @@ class PoolManager(HasqlPoolApi):
         refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
         fallback_master: bool = False,
         master_as_replica_weight: float = DEFAULT_MASTER_AS_REPLICA_WEIGHT,
-        balancer_policy: str | type[BalancerPolicy] | BalancerPolicy = "greedy",
+        balancer_policy: str | type[BalancerPolicy] | BalancerPolicy | type[Any] = "greedy",
         stopwatch_window_size: int = DEFAULT_STOPWATCH_WINDOW_SIZE,
         pool_factory_kwargs: Mapping[str, Any] | None = None,
         max_lag: float | datetime.timedelta | None = None,
@@ -115,6 +127,9 @@ class PoolManager(HasqlPoolApi):
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         fast_refresh_delay: float = DEFAULT_FAST_REFRESH_DELAY,
         release_timeout: float | None = None,
+        stale_fallback: bool = False,
+        staleness: StalenessPolicy | None = None,
+        balancer_policy_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._acquire_timeout = positive(acquire_timeout, "acquire_timeout")
         self._refresh_delay = positive(refresh_delay, "refresh_delay")
@@ -136,12 +151,29 @@ class PoolManager(HasqlPoolApi):
             )
         self._fallback_master = bool(fallback_master)
         self._master_as_replica_weight = float(master_as_replica_weight)
+        if staleness is not None:
+            if max_lag is not None or max_lag_bytes is not None:
+                raise ConfigurationError(
+                    "staleness= (hasql 0.10) and max_lag/max_lag_bytes say the same thing; pass one"
+                )
+            max_lag, max_lag_bytes = lag_arguments(staleness)
+            stale_fallback = True
+        self._stale_fallback = bool(stale_fallback)
         self._lag_limit = lag_limit(max_lag, max_lag_bytes)
         # A private read-only copy: the caller's dict is never modified, by us or by a driver.
         self._pool_factory_kwargs = MappingProxyType(dict(pool_factory_kwargs or {}))
         self._dsn = [_for_one_host(host_dsn) for host_dsn in split_dsn(dsn)]
         self._driver = plugins.make_driver(driver)
-        self._balancer = plugins.make_policy(balancer_policy)
+        hasql_policy = hasql_style_policy(balancer_policy)
+        self._balancer = plugins.make_policy(
+            "greedy" if hasql_policy is not None else balancer_policy,
+            None if hasql_policy is not None else balancer_policy_options,
+        )
+        self._hasql_policy = (
+            None
+            if hasql_policy is None
+            else HasqlPolicyRouter(hasql_policy(self, **(balancer_policy_options or {})), self)
+        )
         self._events = Events(plugins.make_observer_manager(observers))
         self._settings = MonitorSettings(
             refresh_delay=self._refresh_delay,
@@ -173,6 +205,7 @@ class PoolManager(HasqlPoolApi):
                 lag_limit=None,
                 timeout=self._acquire_timeout,
                 kwargs={},
+                stale_fallback=self._stale_fallback and read_only,
             )
             for read_only in (False, True)
         }
@@ -359,6 +392,7 @@ class PoolManager(HasqlPoolApi):
             lag_limit=limit,
             timeout=self._acquire_timeout if timeout is None else positive(timeout, "timeout"),
             kwargs=kwargs,
+            stale_fallback=self._stale_fallback and bool(read_only),
         )
         return AcquireContext(self, request)
 
@@ -392,8 +426,12 @@ class PoolManager(HasqlPoolApi):
         started = loop.time()
         deadline = started + request.timeout
         fast_mode = retried = False
-        excluded: set[HostEntry] = set()
+        excluded: frozenset[HostEntry] = _NOBODY
+        self._pool_waits += 1
         try:
+            if self._hasql_policy is not None and request.entry is None:
+                request = await self._hasql_policy.route(request, deadline)
+                retried = True
             while True:
                 entry = choose_host(self._topology, request, self._balancer, excluded)
                 if entry is None:
@@ -401,9 +439,11 @@ class PoolManager(HasqlPoolApi):
                         fast_mode = True
                         self._enter_fast_mode()
                     await self._wait_for_change(request, deadline)
-                    excluded = set()  # hosts that failed under us have been re-probed meanwhile
+                    excluded = _NOBODY  # hosts that failed under us have been re-probed meanwhile
                     retried = True
                     continue
+                if retried:
+                    self._pool_wait_time += loop.time() - started
                 remaining = deadline - loop.time() if retried else request.timeout
                 try:
                     connection = await run_until(
@@ -423,7 +463,7 @@ class PoolManager(HasqlPoolApi):
                     # The host failed under us: re-probe it, try another one within the deadline.
                     entry.count_error(kind.value)
                     self._suspect(entry)
-                    excluded.add(entry)
+                    excluded = excluded | {entry}
                     retried = True
                     continue
                 self._handout.add(connection, entry)
@@ -536,11 +576,6 @@ class PoolManager(HasqlPoolApi):
     def _check_reachable(self, masters: int, replicas: int) -> None:
         """Refuse counts no cluster of these hosts can ever show, instead of waiting them out."""
         hosts = len(self._entries)
-        if masters > 1:
-            raise ConfigurationError(
-                f"masters_count={masters} can never be reached: one primary takes writes "
-                "(a second one is a split brain, never counted). Use masters_count=1 or 0."
-            )
         if masters + replicas > hosts:
             raise ConfigurationError(
                 f"{masters} primary(ies) and {replicas} replica(s) can never be ready: the DSN "
@@ -598,12 +633,20 @@ class PoolManager(HasqlPoolApi):
 
     def metrics(self) -> Metrics:
         """A snapshot of every host's state, pool, acquires and errors (see :class:`Metrics`)."""
+        topology = self._topology
         return build_metrics(
             self._entries,
-            self._handout.hosts(),
-            self._pool_waits,
-            self._pool_wait_time,
-            self._fast_waiters,
+            ManagerFigures(
+                handed_out_from=self._handout.hosts(),
+                pool_waits=self._pool_waits,
+                pool_wait_time=self._pool_wait_time,
+                waiting_acquires=self._fast_waiters,
+                writable=topology.writable,
+                fresh_standbys=topology.fresh_standbys,
+                standbys=topology.standbys,
+                closing=self.closing,
+                closed=self._closed,
+            ),
         )
 
     @property
@@ -643,8 +686,13 @@ class PoolManager(HasqlPoolApi):
 
     @property
     def master_pool_count(self) -> int:
-        """1 when a primary takes writes, else 0."""
-        return 0 if self._topology.writable is None else 1
+        """Usable hosts that claim to be primary (hasql's meaning): 1 normally, 0 during a
+        failover, 2 or more during a split brain (of which only the winner takes writes)."""
+        return sum(
+            1
+            for e in self._entries
+            if e.state.role is Role.PRIMARY and e.pool is not None and e.suspect is None
+        )
 
     @property
     def replica_pool_count(self) -> int:

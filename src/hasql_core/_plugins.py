@@ -13,7 +13,9 @@ A plugin distribution declares, for each name it provides, an entry point of tha
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
@@ -108,6 +110,20 @@ def register_plugin(manager: pluggy.PluginManager, plugin: object, label: str) -
             f"the hasql plugin {label} does not fit the hookspecs: {exc}. Its hooks must be named "
             "and take arguments as in hasql_core.hookspecs."
         ) from exc
+    for hook_caller in manager.get_hookcallers(plugin) or ():
+        for impl in hook_caller.get_hookimpls():
+            if impl.plugin is plugin and inspect.iscoroutinefunction(impl.function):
+                manager.unregister(plugin)
+                raise PluginError(
+                    f"the hook {hook_caller.name} of the hasql plugin {label} is an async def: "
+                    "hasql calls hooks synchronously, so it would never run. Make it a plain "
+                    "def (schedule your own task from it if it must await)."
+                )
+
+
+def implements_any_hook(manager: pluggy.PluginManager, plugin: object) -> bool:
+    """Whether ``plugin`` (registered in ``manager``) implements at least one hasql hook."""
+    return bool(manager.get_hookcallers(plugin))
 
 
 def _provided_by(
@@ -115,11 +131,18 @@ def _provided_by(
 ) -> list[Provided]:
     manager = new_plugin_manager()
     register_plugin(manager, plugin, label)
-    return [
-        Provided(getattr(cls, "name", cls.__name__), cls, label)
-        for result in call(manager)
-        for cls in result
-    ]
+    provided = []
+    for result in call(manager):
+        for cls in result:
+            base = _BASE_OF_CALL.get(call)
+            if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+                raise PluginError(
+                    f"the hasql plugin {label} returned {cls!r} from its hook, which is not a "
+                    f"subclass of {base.__module__}.{base.__qualname__}; return the classes "
+                    "themselves, subclassing that base."
+                )
+            provided.append(Provided(getattr(cls, "name", cls.__name__), cls, label))
+    return provided
 
 
 def _drivers_of(manager: pluggy.PluginManager) -> list[Sequence[type[Any]]]:
@@ -140,6 +163,23 @@ class _Kind:
 
 DRIVERS = _Kind("driver", _drivers_of, (), Driver)
 POLICIES = _Kind("balancer policy", _policies_of, (policies,), BalancerPolicy)
+_BASE_OF_CALL: dict[Callable[..., Any], type[Any]] = {
+    _drivers_of: Driver,
+    _policies_of: BalancerPolicy,
+}
+
+#: Where the drivers of the project's own plugins come from, for install hints.
+KNOWN_DISTRIBUTIONS = {
+    "asyncpg": "hasql-asyncpg",
+    "asyncpgsa": "'hasql-asyncpg[asyncpgsa]'",
+    "psycopg3": "'hasql-psycopg3[binary]'",
+    "psycopg": "'hasql-psycopg3[binary]'",
+    "aiopg": "hasql-aiopg",
+    "aiopg_sa": "'hasql-aiopg[sa]'",
+    "asyncsqlalchemy": "hasql-sqlalchemy",
+    "sqlalchemy": "hasql-sqlalchemy",
+    "opentelemetry": "hasql-opentelemetry",
+}
 
 
 def _pick(kind: _Kind, name: str, provided: Iterable[Provided]) -> Provided | None:
@@ -156,18 +196,16 @@ def _pick(kind: _Kind, name: str, provided: Iterable[Provided]) -> Provided | No
     return next(iter(matches.values()), None)
 
 
-def _scan_all(kind: _Kind) -> tuple[list[Provided], list[PluginLoadError]]:
+def _scan_all(kind: _Kind) -> tuple[list[Provided], list[PluginError]]:
     provided: list[Provided] = []
     for module in kind.builtins:
         provided += _provided_by(module, BUILTIN_SOURCE, kind.call)
-    errors: list[PluginLoadError] = []
+    errors: list[PluginError] = []
     for ep in _entry_points():
         try:
-            plugin = load_entry_point(ep)
-        except PluginLoadError as exc:
+            provided += _provided_by(load_entry_point(ep), _dist_label(ep), kind.call)
+        except PluginError as exc:  # one broken plugin must not hide every other name
             errors.append(exc)
-            continue
-        provided += _provided_by(plugin, _dist_label(ep), kind.call)
     return provided, errors
 
 
@@ -183,11 +221,17 @@ def resolve(kind: _Kind, name: str) -> type[Any]:
     Raises :class:`UnknownPluginError` (naming what is installed and what to install),
     :class:`PluginLoadError` or :class:`PluginConflictError`.
     """
+    named = _entry_points(name)
     for module in kind.builtins:
         found = _pick(kind, name, _provided_by(module, BUILTIN_SOURCE, kind.call))
         if found is not None:
+            if named:
+                raise PluginConflictError(
+                    f"{_dist_label(named[0])} declares an entry point named {name!r}, the name "
+                    f"of a built-in {kind.noun}; it would never be used. Rename it in that "
+                    "distribution's entry points."
+                )
             return found.cls
-    named = _entry_points(name)
     if len(named) > 1:
         sources = " and ".join(sorted(_dist_label(ep) for ep in named))
         raise PluginConflictError(
@@ -195,9 +239,18 @@ def resolve(kind: _Kind, name: str) -> type[Any]:
             "uninstall one of them."
         )
     if named:
-        found = _pick(
-            kind, name, _provided_by(load_entry_point(named[0]), _dist_label(named[0]), kind.call)
-        )
+        plugin = load_entry_point(named[0])
+        label = _dist_label(named[0])
+        probe = new_plugin_manager()
+        register_plugin(probe, plugin, label)
+        if not implements_any_hook(probe, plugin):
+            raise PluginError(
+                f"the entry point {name!r} ({named[0].value}) of {label} implements no hasql "
+                "hook: decorate its hook functions with @hasql_core.hookimpl (for a "
+                f"{kind.noun}: {kind.call.__name__.strip('_').replace('_of', '')} -> "
+                f"hasql_{'drivers' if kind is DRIVERS else 'balancer_policies'})."
+            )
+        found = _pick(kind, name, _provided_by(plugin, label, kind.call))
         if found is not None:
             return found.cls
     provided, errors = _scan_all(kind)
@@ -209,8 +262,15 @@ def resolve(kind: _Kind, name: str) -> type[Any]:
         f"no installed plugin provides the {kind.noun} {name!r}. "
         f"Installed: {', '.join(installed) if installed else 'none'}."
     )
-    if kind is DRIVERS:
-        message += f" Install the plugin that provides it, e.g. pip install hasql-{name}."
+    known = KNOWN_DISTRIBUTIONS.get(name) if kind is DRIVERS else None
+    if known is not None:
+        message += f" Install the plugin that provides it: pip install {known}."
+    else:
+        close = difflib.get_close_matches(
+            name, sorted({*installed, *(KNOWN_DISTRIBUTIONS if kind is DRIVERS else ())}), n=3
+        )
+        if close:
+            message += f" Did you mean {' or '.join(repr(c) for c in close)}?"
     if errors:
         message += " Plugins that failed to import: " + "; ".join(str(e) for e in errors)
     raise UnknownPluginError(message)

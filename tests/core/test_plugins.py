@@ -43,6 +43,26 @@ def test_builtin_policies_resolve_by_name():
     )
 
 
+async def test_pip_installed_policy_gets_its_options_and_sees_reads_and_writes():
+    cluster = FakeCluster(3)
+    pm = PoolManager(
+        cluster.dsn,
+        driver=FakeDriver(cluster),
+        balancer_policy="first_host",
+        balancer_policy_options={"last": True},
+        **FAST,
+    )
+    try:
+        await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+        async with pm.acquire_replica() as conn:
+            assert await conn.execute("SELECT 1") == "db2:5432"
+        async with pm.acquire_master() as conn:
+            assert await conn.execute("INSERT 1") == "db0:5432"
+        assert pm.balancer.decisions == [(True, "db2"), (False, "db0")]  # type: ignore[attr-defined]
+    finally:
+        await pm.close()
+
+
 async def test_third_party_policy_by_name_through_its_entry_point():
     cluster = FakeCluster(3)
     pm = PoolManager(cluster.dsn, driver=FakeDriver(cluster), balancer_policy="first_host", **FAST)

@@ -75,8 +75,9 @@ or failed ``open_pool`` (closed port, frozen host) followed by ``terminate_pool`
 session, no socket and no task.
 
 **Release and discard under faults.** A statement on a handed-out connection abandoned at the
-application's deadline (``asyncio.wait_for``) on a frozen host gives up at once: the library must
-not keep the caller while it tries to cancel the statement on a server that does not answer.
+application's deadline (``asyncio.wait_for``) on a frozen host ends soon after that deadline: the
+library must not keep the caller while it tries to cancel the statement on a server that does not
+answer.
 ``discard`` is synchronous and does no I/O: on a frozen host it returns at once, the slot is free
 again (``in_use`` goes down, ``max_size`` connections can be had after the thaw) and the server
 session ends after the thaw; it ends a release of the same connection that is in flight on a
@@ -157,7 +158,7 @@ __all__ = [
     "test_release_of_open_transaction_on_frozen_primary_is_bounded",
     "test_server_errors_of_a_statement_carry_their_sqlstate_and_are_other",
     "test_server_shutdown_ends_handed_out_connection_as_connection_lost",
-    "test_statement_abandoned_on_frozen_host_returns_at_once",
+    "test_statement_abandoned_on_frozen_host_ends_soon_after_its_deadline",
     "test_terminate_pool_closes_handed_out_connections_at_once",
     "test_terminated_backend_is_connection_lost",
     "test_unix_socket_dsn_connects",
@@ -1138,16 +1139,17 @@ async def test_discard_on_frozen_host_returns_at_once_and_frees_the_slot(
 
 @_scenario()
 @_one_node
-async def test_statement_abandoned_on_frozen_host_returns_at_once(
+async def test_statement_abandoned_on_frozen_host_ends_soon_after_its_deadline(
     suite_driver: Drv,
     hasql_cluster: LocalCluster,
     driver_suite_adapter: DriverSuiteAdapter,
     suite_app_name: str,
 ) -> None:
     """A statement on a handed-out connection, abandoned at the application's own deadline
-    (``asyncio.wait_for``) while the host is frozen, gives up at once: the library must not wait
-    on the unresponsive server to cancel the statement before letting the caller go. The core
-    then discards the connection, which frees the slot."""
+    (``asyncio.wait_for``) while the host is frozen, ends soon after that deadline (a bounded
+    cancel request is fine; psycopg alone waits about ten seconds on the unresponsive server
+    before letting the caller go). The core then discards the connection, which frees the
+    slot."""
     driver, adapter, node = suite_driver, driver_suite_adapter, hasql_cluster.primary
     loop = asyncio.get_running_loop()
     dsn = _dsn(node, application_name=suite_app_name)
@@ -1162,7 +1164,7 @@ async def test_statement_abandoned_on_frozen_host_returns_at_once(
                 await asyncio.wait_for(statement, 0.5)
             took = loop.time() - started
             driver.discard(pool, conn)
-            assert took < 0.5 + AT_ONCE, f"the abandoned statement took {took:.2f}s to give up"
+            assert took < 0.5 + SLACK, f"the abandoned statement took {took:.2f}s to give up"
             assert driver.pool_stats(pool).in_use == 0
         finally:
             await _thawed(hasql_cluster, node)
@@ -1326,9 +1328,9 @@ async def test_async_with_left_after_a_statement_timeout_on_frozen_primary_is_bo
                 left = loop.time() - statement_ended
                 assert left < release_bound + SLACK, f"leaving async with took {left:.2f}s"
                 gave_up = statement_ended - statement_started
-                assert gave_up < statement + AT_ONCE, (
+                assert gave_up < statement + SLACK, (
                     f"the statement bounded by wait_for(..., {statement:g}) took {gave_up:.2f}s "
-                    "to give up (see test_statement_abandoned_on_frozen_host_returns_at_once)"
+                    "to give up (see test_statement_abandoned_on_frozen_host_ends_soon_after_...)"
                 )
                 timed_out_blocks += 1
             took = loop.time() - started

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 from aiopg_helpers import DRIVER_NAME, node_dsn
-from hasql_core.plugins import make_driver
 
 from hasql_core.driver import Driver
 from hasql_core.testing.cluster import LocalCluster, Node
+from hasql_core.testing.drivers import make_driver
 
 _app_names = itertools.count()
 

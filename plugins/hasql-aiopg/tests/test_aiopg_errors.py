@@ -1,4 +1,6 @@
-"""error_facts() on real server errors and real broken connections, classified by the core."""
+"""error_facts() for what is particular to psycopg2 and aiopg (the common cases are in hasql-core's
+driver suite): an OperationalError that carries a SQLSTATE, the cause chain, and aiopg's
+statement_timeout reported as cancellation."""
 
 from __future__ import annotations
 
@@ -25,54 +27,6 @@ async def _error_of(awaitable: Any) -> BaseException:
     raise AssertionError("expected an error")
 
 
-async def test_write_on_a_standby_is_read_only(
-    driver: Drv, cluster: LocalCluster, make_pool: Any
-) -> None:
-    pool = await make_pool(cluster.replicas[0], minsize=1, maxsize=1)
-    connection = await driver.acquire(pool, None)
-    error = await _error_of(fetchval(connection, "CREATE TABLE nope (x int)"))
-    assert isinstance(error, psycopg2.Error)
-    assert driver.error_facts(error) == ErrorFacts(sqlstate="25006", connection_lost=False)
-    assert driver.classify_error(error) is ErrorKind.READ_ONLY
-    assert not driver.is_connection_closed(connection)  # the session itself is fine
-    await driver.release(pool, connection)
-
-
-async def test_a_terminated_backend_is_a_lost_connection(
-    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
-) -> None:
-    pool = await make_pool(cluster.primary, minsize=1, maxsize=1)
-    connection = await driver.acquire(pool, None)
-    await asyncio.to_thread(
-        cluster.execute,
-        cluster.primary,
-        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
-        f"'{app_name}'",
-    )
-    error = await _error_of(fetchval(connection, "SELECT 1"))
-    assert driver.error_facts(error).connection_lost
-    assert driver.classify_error(error) is ErrorKind.CONNECTION_LOST
-    assert driver.is_connection_closed(connection)
-    again = await _error_of(fetchval(connection, "SELECT 1"))  # using it afterwards
-    assert isinstance(again, psycopg2.InterfaceError)
-    assert driver.classify_error(again) is ErrorKind.CONNECTION_LOST
-    driver.discard(pool, connection)
-    assert driver.free_size(pool) == 1
-
-
-async def test_a_statements_own_timeout_is_not_the_hosts_fault(
-    driver: Drv, cluster: LocalCluster, make_pool: Any
-) -> None:
-    """aiopg's ``timeout=`` raises asyncio.TimeoutError (and closes the connection)."""
-    pool = await make_pool(cluster.primary, minsize=1, maxsize=1)
-    connection = await driver.acquire(pool, None)
-    error = await _error_of(fetchval(connection, "SELECT pg_sleep(5)", timeout=0.1))
-    assert isinstance(error, asyncio.TimeoutError)
-    assert driver.error_facts(error) == ErrorFacts()
-    assert driver.classify_error(error) is ErrorKind.OTHER
-    await driver.release(pool, connection)
-
-
 async def test_an_operational_error_with_a_sqlstate_is_not_a_lost_connection(
     driver: Drv, cluster: LocalCluster, make_pool: Any
 ) -> None:
@@ -90,23 +44,6 @@ async def test_an_operational_error_with_a_sqlstate_is_not_a_lost_connection(
     await fetchval(holder, "ROLLBACK; SELECT 1")
     for connection in (holder, waiter):
         await driver.release(pool, connection)
-
-
-async def test_sql_errors_and_refused_connections(
-    driver: Drv, cluster: LocalCluster, make_pool: Any
-) -> None:
-    pool = await make_pool(cluster.primary, minsize=1, maxsize=1)
-    connection = await driver.acquire(pool, None)
-    error = await _error_of(fetchval(connection, "SELEC 1"))
-    assert driver.error_facts(error) == ErrorFacts(sqlstate="42601", connection_lost=False)
-    assert driver.classify_error(error) is ErrorKind.OTHER
-    await driver.release(pool, connection)
-
-    stopped = cluster.primary.port + 10_000 if cluster.primary.port < 50_000 else 1
-    refused = await make_pool(cluster.primary, open=False, minsize=1, port=stopped)
-    error = await _error_of(driver.open_pool(refused))
-    assert isinstance(error, psycopg2.OperationalError)
-    assert driver.classify_error(error) is ErrorKind.CONNECTION_LOST
 
 
 def test_facts_follow_the_cause_chain_and_never_raise(driver: Drv) -> None:

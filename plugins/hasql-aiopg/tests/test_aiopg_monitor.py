@@ -1,19 +1,18 @@
-"""The monitor connection: the probe on a primary and a standby, no transaction left open, a
-promotion seen at once, bounded connect and probe on a frozen host."""
+"""The monitor connection, psycopg2's side of it: autocommit, idle with no snapshot after a probe,
+its application_name. (Probes, promotions and frozen hosts are in hasql-core's driver suite.)"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import psycopg2.extensions
 import pytest
 from aiopg_helpers import node_dsn
-from hasql_core.probe import PROBE_QUERY, parse_probe_row
 
 from hasql_core.driver import Driver
 from hasql_core.testing.cluster import LocalCluster
+from hasql_core.testing.drivers import PROBE_QUERY, parse_probe_row
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,50 +65,3 @@ async def test_application_name_of_the_dsn_is_kept(
         assert await _activity(cluster, cluster.primary, app_name) == [("idle", "t")]
     finally:
         await driver.close_monitor(connection)
-
-
-@pytest.mark.hasql_cluster(replicas=1)
-async def test_a_promotion_is_seen_by_the_next_probe(
-    driver: Drv, hasql_cluster: LocalCluster
-) -> None:
-    """The same monitor connection reports the new role right after pg_promote(): no snapshot of
-    the standby's days survives between probes."""
-    standby = hasql_cluster.replicas[0]
-    connection = await driver.connect_monitor(node_dsn(standby), timeout=5)
-    try:
-        assert parse_probe_row(await driver.probe(connection, PROBE_QUERY)).in_recovery
-        await asyncio.to_thread(hasql_cluster.promote, standby)
-        result = parse_probe_row(await driver.probe(connection, PROBE_QUERY))
-        assert not result.in_recovery and not result.read_only
-        assert result.timeline == 2
-    finally:
-        await driver.close_monitor(connection)
-
-
-@pytest.mark.hasql_cluster(replicas=0)
-async def test_probe_and_connect_on_a_frozen_host_are_bounded(
-    driver: Drv, hasql_cluster: LocalCluster
-) -> None:
-    """A probe cancelled by the core returns at once (aiopg closes the connection instead of
-    asking the frozen server to cancel); a connect gives up after its timeout."""
-    node = hasql_cluster.primary
-    connection = await driver.connect_monitor(node_dsn(node), timeout=5)
-    await asyncio.to_thread(hasql_cluster.freeze, node)
-    try:
-        probing = asyncio.ensure_future(driver.probe(connection, PROBE_QUERY))
-        done, _ = await asyncio.wait({probing}, timeout=0.3)
-        assert not done  # the server does not answer
-        started = time.monotonic()
-        probing.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await probing
-        assert time.monotonic() - started < 0.5
-        assert connection.closed
-        await asyncio.wait_for(driver.close_monitor(connection), 0.5)
-
-        started = time.monotonic()
-        with pytest.raises(asyncio.TimeoutError):
-            await driver.connect_monitor(node_dsn(node), timeout=0.5)
-        assert time.monotonic() - started < 2.0
-    finally:
-        await asyncio.to_thread(hasql_cluster.thaw, node)

@@ -8,9 +8,9 @@ import importlib.util
 import pytest
 from aiopg_helpers import DRIVER_NAME, IS_SA
 from hasql_aiopg import AiopgDriver, AiopgSaAliasDriver, AiopgSaDriver
-from hasql_core.plugins import DRIVERS, available_names, make_driver
 
 from hasql_core.errors import PluginError
+from hasql_core.testing.drivers import installed_drivers, make_driver
 
 HAS_SQLALCHEMY = importlib.util.find_spec("sqlalchemy") is not None
 
@@ -23,7 +23,7 @@ def test_entry_points_name_every_driver() -> None:
         "aiopg_sa": "hasql_aiopg.plugin",
         "aiopg.sa": "hasql_aiopg.plugin",
     }
-    names = available_names(DRIVERS)
+    names = installed_drivers()
     assert {"aiopg", "aiopg_sa", "aiopg.sa"} <= names.keys()
     assert names["aiopg"].startswith("hasql-aiopg ")
 

@@ -1,10 +1,11 @@
-"""Driver-level pool behaviour against a real server: sizes, options, cancellation, close,
-terminate, discard, expiry. Every count of connections is read from the server itself."""
+"""aiopg-specific pool behaviour against a real server: the objects handed out, option handling,
+and each aiopg defect the driver works around (lost wake-ups, on_connect leaks, closing a pool
+with a closed connection out, a connection left in a transaction). The contract's own scenarios
+are in hasql-core's driver suite (test_driver_suite.py). Connection counts come from the server."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any
 
 import aiopg
@@ -103,42 +104,6 @@ async def test_pool_sizes_are_exact_and_stats_mean_what_the_contract_says(
     assert driver.free_size(pool) == 3
 
 
-async def test_cancelled_acquires_leak_nothing(
-    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
-) -> None:
-    """Acquires cancelled at random points (waiting for a slot, connecting, running a statement)
-    leave every slot free and every connection either idle or closed."""
-    pool = await make_pool(cluster.primary, minsize=1, maxsize=3)
-    rng = random.Random(11)
-
-    async def user() -> None:
-        connection = await driver.acquire(pool, None)
-        try:
-            await fetchval(connection, "SELECT pg_sleep(0.001)")
-        except BaseException:
-            driver.discard(pool, connection)
-            raise
-        await driver.release(pool, connection)
-
-    for _ in range(40):
-        tasks = [asyncio.ensure_future(user()) for _ in range(10)]
-        await asyncio.sleep(rng.random() * 0.01)
-        for task in tasks:
-            if rng.random() < 0.6:
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    stats = driver.pool_stats(pool)
-    assert stats.in_use == 0 and driver.free_size(pool) == 3, stats
-    assert stats.size == stats.idle
-    assert len(await backends(cluster, cluster.primary, app_name)) == stats.size
-    # Every slot can be taken at once, without waiting for anything.
-    held = await asyncio.wait_for(
-        asyncio.gather(*(driver.acquire(pool, None) for _ in range(3))), 5
-    )
-    for connection in held:
-        await driver.release(pool, connection)
-
-
 async def test_a_waiter_cancelled_as_it_is_woken_passes_the_wakeup_on(
     driver: Drv, cluster: LocalCluster, make_pool: Any
 ) -> None:
@@ -234,33 +199,6 @@ async def test_a_connection_whose_on_connect_is_cancelled_is_closed(
     await eventually(none_left, "both connections closed", timeout=5)
 
 
-@pytest.mark.parametrize("order", ["release-then-discard", "discard-then-release"])
-async def test_release_and_discard_of_one_connection_free_one_slot(
-    driver: Drv, cluster: LocalCluster, make_pool: Any, order: str
-) -> None:
-    pool = await make_pool(cluster.primary, minsize=1, maxsize=2)
-    connection = await driver.acquire(pool, None)
-    raw = raw_of(connection)
-    if order == "release-then-discard":
-        await driver.release(pool, connection)
-        driver.discard(pool, connection)  # too late: it is back in the pool, possibly reused
-        assert not raw.closed
-        assert driver.pool_stats(pool).idle == 1
-    else:
-        driver.discard(pool, connection)
-        await driver.release(pool, connection)  # nothing left to do
-        assert raw.closed
-        assert driver.pool_stats(pool).size == 0
-    assert driver.free_size(pool) == 2
-    assert driver.pool_stats(pool).in_use == 0
-    held = [await driver.acquire(pool, None) for _ in range(2)]
-    assert all(raw_of(c) is not raw or not raw.closed for c in held)
-    with pytest.raises(asyncio.TimeoutError):  # two slots, not three
-        await asyncio.wait_for(driver.acquire(pool, None), 0.2)
-    for c in held:
-        await driver.release(pool, c)
-
-
 async def test_close_pool_waits_for_handed_out_connections(
     driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
 ) -> None:
@@ -282,80 +220,6 @@ async def test_close_pool_waits_for_handed_out_connections(
 
     await eventually(none_left, "every connection closed", timeout=5)
     assert driver.pool_stats(pool).size == 0
-
-
-async def test_terminate_closes_handed_out_connections_at_once(
-    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
-) -> None:
-    pool = await make_pool(cluster.primary, minsize=2, maxsize=3)
-    held = [await driver.acquire(pool, None) for _ in range(2)]
-    # So that the server notices the closed socket during the sleep, and the count below drops.
-    await fetchval(held[0], "SELECT set_config('client_connection_check_interval', '50ms', false)")
-    running = asyncio.ensure_future(fetchval(held[0], "SELECT pg_sleep(30)"))
-    await asyncio.sleep(0.05)
-    await asyncio.wait_for(driver.terminate_pool(pool), 1)
-    with pytest.raises(psycopg2.OperationalError):
-        await asyncio.wait_for(running, 1)
-    assert all(driver.is_connection_closed(c) for c in held)
-
-    async def none_left() -> bool:
-        return await backends(cluster, cluster.primary, app_name) == []
-
-    await eventually(none_left, "every connection closed", timeout=5)
-    for connection in held:  # giving them back afterwards is harmless
-        await driver.release(pool, connection)
-        driver.discard(pool, connection)
-    with pytest.raises(RuntimeError):
-        await driver.acquire(pool, None)
-
-
-async def test_expire_idle_replaces_every_connection_opened_before(
-    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
-) -> None:
-    pool = await make_pool(cluster.primary, minsize=2, maxsize=3)
-    held = await driver.acquire(pool, None)
-    before = set(await backends(cluster, cluster.primary, app_name))
-    assert len(before) == 2
-    await asyncio.wait_for(driver.expire_idle(pool), 1)
-    assert driver.pool_stats(pool).idle == 0
-    await driver.release(pool, held)  # handed out before the expiry: closed, not pooled
-    assert driver.is_connection_closed(held)
-
-    async def old_ones_gone() -> bool:
-        return not before & set(await backends(cluster, cluster.primary, app_name))
-
-    await eventually(old_ones_gone, "the connections opened before the expiry closed", timeout=5)
-    connection = await driver.acquire(pool, None)
-    pid = await fetchval(connection, "SELECT pg_backend_pid()")
-    assert pid not in before
-    await driver.release(pool, connection)
-
-
-async def test_idle_connections_the_server_ended_are_not_handed_out(
-    driver: Drv, cluster: LocalCluster, make_pool: Any, app_name: str
-) -> None:
-    pool = await make_pool(cluster.primary, minsize=2, maxsize=2)
-    killed = cluster.execute(
-        cluster.primary,
-        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
-        f"'{app_name}'",
-    )
-    assert len(killed) == 2
-
-    async def seen_closed() -> bool:
-        await asyncio.sleep(0)  # aiopg reads the socket from the event loop
-        return driver.pool_stats(pool).size == 2 and all(c.closed for c in pool_idle(pool))
-
-    await eventually(seen_closed, "aiopg noticing that the idle connections were ended")
-    connection = await driver.acquire(pool, None)
-    assert await fetchval(connection, "SELECT 1") == 1
-    await driver.release(pool, connection)
-
-
-def pool_idle(pool: Any) -> list[aiopg.Connection]:
-    """The idle connections of an aiopg pool (or of an engine's pool), for inspection only."""
-    inner = pool._pool if IS_SA else pool
-    return list(inner._free)
 
 
 async def test_no_password_in_reprs_and_messages(

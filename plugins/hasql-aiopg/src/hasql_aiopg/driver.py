@@ -130,6 +130,9 @@ def aiopg_error_facts(error: BaseException) -> ErrorFacts:
       ``OperationalError`` that carries a SQLSTATE (a lock timeout, too many connections) is not;
     - an ``OSError`` is a lost connection, except a timeout: aiopg raises ``asyncio.TimeoutError``
       for a statement's own ``timeout=`` (it closes the connection, but the host is not to blame);
+    - aiopg turns the server's ``statement_timeout`` (psycopg2's ``QueryCanceledError``, 57014)
+      into ``asyncio.CancelledError``; such a cancellation gives the facts of the error it was
+      raised from (SQLSTATE 57014, not a lost connection);
     - anything else carries no facts. The explicit ``__cause__`` chain is followed to the first
       exception that carries any. Never raises.
     """
@@ -143,7 +146,14 @@ def aiopg_error_facts(error: BaseException) -> ErrorFacts:
             facts = _NO_FACTS
         if facts != _NO_FACTS:
             return facts
-        current = current.__cause__
+        if isinstance(current, asyncio.CancelledError) and isinstance(
+            current.__context__, psycopg2.Error
+        ):
+            # aiopg raises CancelledError while handling psycopg2's QueryCanceledError (57014,
+            # the server's statement_timeout): the facts are those of the server's error.
+            current = current.__context__
+        else:
+            current = current.__cause__
     return _NO_FACTS
 
 

@@ -31,6 +31,14 @@ class Events:
         """Name the manager passed to every hook (set once the manager is built)."""
         self._manager = manager
 
+    def manager_started(self) -> None:
+        """The manager's monitor started (in the running event loop)."""
+        self._call("hasql_manager_started")
+
+    def manager_closed(self) -> None:
+        """The manager's ``close()`` or ``terminate()`` finished."""
+        self._call("hasql_manager_closed")
+
     def host_state_changed(self, old: HostState, new: HostState) -> None:
         """A host's role, availability, read-only flag, staleness or split-brain flag changed."""
         log.info("host %s: %s -> %s", new.name, old.describe(), new.describe())

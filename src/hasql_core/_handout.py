@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from ._acquire_stats import AcquireRecorder
 from ._deadline import run_until
 from ._topology import HostEntry
 from .driver import Driver
@@ -32,7 +33,15 @@ class Handout:
     :meth:`watch_returns`, is set whenever the last connection comes back.
     """
 
-    __slots__ = ("_driver", "_failed", "_out", "_release_timeout", "_suspect", "all_returned")
+    __slots__ = (
+        "_driver",
+        "_failed",
+        "_out",
+        "_release_timeout",
+        "_suspect",
+        "all_returned",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -47,6 +56,8 @@ class Handout:
         #: ids of handed-out connections that failed with a host failure.
         self._failed: set[int] = set()
         self.all_returned: asyncio.Event | None = None
+        #: Acquire-path figures (use times), set by ``PoolManager.enable_acquire_stats``.
+        self.stats: AcquireRecorder | None = None
 
     def __len__(self) -> int:
         return len(self._out)
@@ -108,6 +119,8 @@ class Handout:
                 f"released): {type(connection).__name__}"
             )
         entry = item[1]
+        if self.stats is not None:
+            self.stats.given_back(entry, connection, asyncio.get_running_loop().time())
         try:
             pool = entry.pool
             if pool is None:  # terminated meanwhile: the driver closed the connection already

@@ -53,6 +53,27 @@ def hasql_balancer_policies() -> Sequence[type[BalancerPolicy]]:
 
 
 @hookspec
+def hasql_manager_started(manager: Any) -> None:
+    """Called once per manager, inside its event loop, when its monitor starts (when the manager is
+    created inside a running loop, else at its first use).
+
+    ``manager`` is the :class:`~hasql_core.PoolManager`. An exporter registers the manager here:
+    it may call ``manager.enable_acquire_stats()`` to have acquire figures counted from now on, and
+    keep the running loop to read the manager's state from it. Return values are ignored.
+    """
+
+
+@hookspec
+def hasql_manager_closed(manager: Any) -> None:
+    """Called when ``close()`` or ``terminate()`` of ``manager`` has finished (every pool closed).
+
+    An exporter stops reporting the manager here. It may be called twice for one manager (a
+    ``terminate()`` during a ``close()``), and for a manager that never started. Return values are
+    ignored.
+    """
+
+
+@hookspec
 def hasql_host_state_changed(manager: Any, old: HostState, new: HostState) -> None:
     """Called when a host's role, availability, read-only flag, staleness or split-brain flag changed.
 

@@ -15,6 +15,7 @@ import attrs
 
 from . import _plugins as plugins
 from ._acquire import AcquireContext, AcquireRequest
+from ._acquire_stats import AcquireRecorder, AcquireStats
 from ._arguments import check_weight, lag_limit, positive
 from ._compat import HasqlPolicyRouter, HasqlPoolApi, hasql_style_policy
 from ._deadline import run_until, within
@@ -217,6 +218,8 @@ class PoolManager(HasqlPoolApi):
         self._closed = False
         self._pool_waits = 0
         self._pool_wait_time = 0.0
+        #: Acquire-path figures, counted only once enable_acquire_stats() was called.
+        self._acquire_stats: AcquireRecorder | None = None
         self._events.bind(self)
         with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop()
@@ -231,6 +234,7 @@ class PoolManager(HasqlPoolApi):
             task = asyncio.get_running_loop().create_task(monitor.run())
             task.add_done_callback(self._monitor_stopped)
             self._tasks.append(task)
+        self._events.manager_started()
 
     def _monitor_stopped(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -296,6 +300,7 @@ class PoolManager(HasqlPoolApi):
             *(self._close_pool(e, graceful=not self._handout, limit=limit) for e in self._entries)
         )
         self._closed = True
+        self._events.manager_closed()
 
     async def terminate(self) -> None:
         """Close every pool and every connection at once, handed out or not."""
@@ -305,6 +310,7 @@ class PoolManager(HasqlPoolApi):
         await self._stop_monitor()
         await asyncio.gather(*(self._close_pool(e, graceful=False, limit=0) for e in self._entries))
         self._closed = True
+        self._events.manager_closed()
 
     async def _close_pool(self, entry: HostEntry, graceful: bool, limit: float) -> None:
         pool, entry.pool = entry.pool, None
@@ -438,6 +444,8 @@ class PoolManager(HasqlPoolApi):
                     if not fast_mode:  # probe every host fast until this acquire is served
                         fast_mode = True
                         self._enter_fast_mode()
+                        if self._acquire_stats is not None:
+                            self._acquire_stats.no_host(self._topology, request)
                     await self._wait_for_change(request, deadline)
                     excluded = _NOBODY  # hosts that failed under us have been re-probed meanwhile
                     retried = True
@@ -445,11 +453,15 @@ class PoolManager(HasqlPoolApi):
                 if retried:
                     self._pool_wait_time += loop.time() - started
                 remaining = deadline - loop.time() if retried else request.timeout
+                stats = self._acquire_stats
+                counters = None if stats is None else stats.begin(entry)
                 try:
                     connection = await run_until(
                         self._driver.acquire(entry.pool, remaining, **request.kwargs), deadline
                     )
                 except asyncio.TimeoutError as error:
+                    if counters is not None:
+                        counters.timeouts += 1
                     raise AcquireTimeoutError(
                         f"timed out after {request.timeout:g}s waiting for a free connection in "
                         f"the pool of {entry.state.name} ({request.describe()}); pool: "
@@ -466,9 +478,17 @@ class PoolManager(HasqlPoolApi):
                     excluded = excluded | {entry}
                     retried = True
                     continue
+                finally:
+                    if counters is not None:
+                        counters.pending -= 1
                 self._handout.add(connection, entry)
+                now = loop.time()
                 entry.acquire_count += 1
-                entry.acquire_time += loop.time() - started
+                entry.acquire_time += now - started
+                if stats is not None and counters is not None:
+                    stats.handed_out(counters, connection, now - started, now)
+                    if request.read_only and entry is self._topology.writable:
+                        stats.read_on_primary(self._topology, request)
                 return connection
         finally:
             if fast_mode:
@@ -487,6 +507,8 @@ class PoolManager(HasqlPoolApi):
         self._check_setup()
         loop = asyncio.get_running_loop()
         if loop.time() >= deadline:
+            if self._acquire_stats is not None:
+                self._acquire_stats.timed_out(request)
             raise AcquireTimeoutError(
                 f"no host could serve {request.describe()} within {request.timeout:g}s. "
                 "Hosts: " + self._topology.describe()
@@ -630,6 +652,25 @@ class PoolManager(HasqlPoolApi):
     def host_states(self) -> tuple[HostState, ...]:
         """Every host's current state, in DSN order."""
         return self._topology.states()
+
+    def enable_acquire_stats(self) -> None:
+        """Start counting the figures :meth:`acquire_stats` returns (wait and use times per host
+        in fixed buckets, pool timeouts, acquires waiting in each pool, lag refusals). Until this is
+        called the acquire path counts none of them; afterwards each acquire and release costs a
+        few integer and float operations more. Calling it again does nothing. Observers call it
+        from ``hasql_manager_started``.
+        """
+        if self._acquire_stats is None:
+            self._acquire_stats = AcquireRecorder(self._entries)
+            self._handout.stats = self._acquire_stats
+
+    def acquire_stats(self) -> AcquireStats | None:
+        """A snapshot of the acquire figures counted since :meth:`enable_acquire_stats` (see
+        :class:`~hasql_core.metrics.AcquireStats`), or ``None`` when they are not enabled. Read it
+        from the manager's event loop thread."""
+        if self._acquire_stats is None:
+            return None
+        return self._acquire_stats.snapshot(self._entries)
 
     def metrics(self) -> Metrics:
         """A snapshot of every host's state, pool, acquires and errors (see :class:`Metrics`)."""

@@ -3,6 +3,9 @@
 The records are frozen dataclasses shaped like hasql 0.10's, so code written for hasql keeps working
 (``m.pools``, ``m.hasql``, ``m.gauges``, ``dataclasses.asdict(m)``); ``m.drivers`` keeps hasql 0.9's
 shape. ``m.hosts`` and ``m.waiting_acquires`` are richer figures of this library.
+
+:class:`AcquireStats` (with :class:`HostAcquireStats` and :class:`TimeHistogram`) is what
+``PoolManager.acquire_stats()`` returns once ``enable_acquire_stats()`` was called.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._acquire_stats import AcquireStats, HostAcquireStats, TimeHistogram
 from .driver import PoolStats
 from .host_state import HostState, Role
 
@@ -20,14 +24,17 @@ if TYPE_CHECKING:
     from ._topology import HostEntry
 
 __all__ = [
+    "AcquireStats",
     "DriverMetrics",
     "HasqlGauges",
     "HasqlMetrics",
+    "HostAcquireStats",
     "HostMetrics",
     "Metrics",
     "PoolMetrics",
     "PoolRole",
     "PoolStaleness",
+    "TimeHistogram",
     "build_metrics",
 ]
 

@@ -32,11 +32,25 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+#: Driver-suite tests the asyncpg driver does not pass yet, and why. Strict: a fix shows up as a
+#: failure (XPASS) here, and the entry is then removed.
+KNOWN_GAPS = {
+    "test_server_shutdown_ends_handed_out_connection_as_connection_lost": (
+        "asyncpg detaches a connection the server closed from its proxy while it is idle, so the "
+        "next statement raises InterfaceError('... released back to the pool'), whose facts "
+        "(like a misuse of a released connection) are not a lost connection"
+    ),
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip = pytest.mark.skip(reason=f"needs HASQL_TEST_DRIVER=asyncpgsa (it is {DRIVER_NAME})")
     for item in items:
         if item.get_closest_marker("asyncpgsa_only") and DRIVER_NAME != "asyncpgsa":
             item.add_marker(skip)
+        gap = KNOWN_GAPS.get(item.name)
+        if gap is not None and item.path.name == "test_asyncpg_driver_suite.py":
+            item.add_marker(pytest.mark.xfail(reason=gap, strict=True))
 
 
 @pytest.fixture

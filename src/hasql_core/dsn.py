@@ -467,10 +467,11 @@ class Dsn:
         """Write this DSN as a URL that :func:`parse_dsn` (and libpq) reads back to it.
 
         The scheme is :attr:`scheme` or ``postgresql``. Hosts go in the authority, each with its
-        port when any port is given; if any host cannot be written there plainly (a socket
-        directory, a non-ASCII name) all of them go in the query as ``host=...&port=...``. Empty
-        user, password and database go in the query. With ``redact=True`` the password and every
-        secret parameter read ``***``.
+        port when any port is given; they go in the query as ``host=...&port=...`` instead when
+        one cannot be written there plainly (a socket directory, a non-ASCII name) or when several
+        hosts have no port given (libpq would read bare authority hosts as on port 5432, not as
+        ports left to ``PGPORT``). Empty user, password and database go in the query. With
+        ``redact=True`` the password and every secret parameter read ``***``.
         """
         userinfo = ""
         query: list[str] = []
@@ -479,13 +480,17 @@ class Dsn:
             if self.password:
                 userinfo += ":" + (_MASK if redact else _pct(self.password))
             userinfo += "@"
-        if all(_fits_authority(hp) for hp in self.hosts):
-            ports = self._ports_given()
-            netloc = ",".join(_authority_host(hp, ports) for hp in self.hosts)
+        ports_given = self._ports_given()
+        several = len(self.hosts) > 1
+        if all(_fits_authority(hp) for hp in self.hosts) and (ports_given or not several):
+            # libpq reads bare authority hosts "db1,db2" as each on port 5432 (PGPORT unused).
+            plain = several and all(hp.port == DEFAULT_PORT for hp in self.hosts)
+            with_ports = ports_given and not plain
+            netloc = ",".join(_authority_host(hp, with_ports) for hp in self.hosts)
         else:
             netloc = ""
             query.append("host=" + ",".join(_pct(hp.host) for hp in self.hosts))
-            if self._ports_given():
+            if ports_given:
                 query.append("port=" + _port_list(self.hosts))
         for key, value in (("user", self.user), ("password", self.password)):
             if value == "":

@@ -4,8 +4,9 @@ The records are frozen dataclasses shaped like hasql 0.10's, so code written for
 (``m.pools``, ``m.hasql``, ``m.gauges``, ``dataclasses.asdict(m)``); ``m.drivers`` keeps hasql 0.9's
 shape. ``m.hosts`` and ``m.waiting_acquires`` are richer figures of this library.
 
-:class:`AcquireStats` (with :class:`HostAcquireStats` and :class:`TimeHistogram`) is what
-``PoolManager.acquire_stats()`` returns once ``enable_acquire_stats()`` was called.
+:class:`AcquireStats` (with :class:`HostAcquireStats` and :class:`TimeHistogram`, whose bucket
+bounds are :data:`TIME_BUCKETS`) is what ``PoolManager.acquire_stats()`` returns once
+``enable_acquire_stats()`` was called.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._acquire_stats import BOUNDARIES as TIME_BUCKETS
 from ._acquire_stats import AcquireStats, HostAcquireStats, TimeHistogram
 from .driver import PoolStats
 from .host_state import HostState, Role
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from ._topology import HostEntry
 
 __all__ = [
+    "TIME_BUCKETS",
     "AcquireStats",
     "DriverMetrics",
     "HasqlGauges",

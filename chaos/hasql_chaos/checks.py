@@ -17,6 +17,7 @@ from .workload import STUCK, Op
 
 #: Invariant keys in report order, with their column titles.
 INVARIANTS: dict[str, str] = {
+    "healthy_before": "all ok before the fault",
     "bounded": "ops within bounds",
     "writes_on_primary": "writes only on the primary",
     "no_lost_writes": "no acknowledged write lost",
@@ -97,6 +98,29 @@ def _exceeded_phases(op: Op) -> list[str]:
         else:
             found.append("release")
     return found
+
+
+def check_healthy_before(data: RunData) -> list[str]:
+    """Before the fault the cluster is healthy: every operation that ended then succeeded, and
+    writes and reads both did (otherwise nothing after the fault means anything)."""
+    scenario = data.scenario
+    if scenario is None or scenario.fault_at is None:
+        return []
+    fault_at = scenario.fault_at
+    before = [op for op in data.ops if op.end is not None and op.end < fault_at]
+    failed = [op for op in before if not op.ok]
+    problems: list[str] = []
+    if failed:
+        kinds = collections.Counter(op.outcome for op in failed)
+        problems.append(
+            f"{len(failed)} of {len(before)} operation(s) failed before the fault ("
+            + ", ".join(f"{name} {count}" for name, count in kinds.most_common())
+            + f"); first: {failed[0].error}"
+        )
+    for kind in ("write", "read"):
+        if not any(op.ok and op.kind == kind for op in before):
+            problems.append(f"no {kind} succeeded before the fault")
+    return problems
 
 
 def check_bounded(data: RunData) -> list[str]:
@@ -294,6 +318,7 @@ def evaluate(data: RunData) -> dict[str, Any]:
     """Every invariant of one run (None: not applicable) and its figures, as JSON-ready data."""
     violations: dict[str, list[str] | None] = {}
     figures: dict[str, Any] = {}
+    violations["healthy_before"] = check_healthy_before(data)
     violations["bounded"] = check_bounded(data)
     violations["writes_on_primary"] = check_writes_on_primary(data)
     violations["no_lost_writes"], lost = check_lost_writes(data)

@@ -184,6 +184,17 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
         Python types of those names.
         """
 
+    async def query_row(self, connection: ConnT, query: str) -> Sequence[Any]:
+        """Run ``query`` (one read-only SELECT of the core's, returning one row) on a connection
+        handed out by :meth:`acquire`, and return that row's values as :meth:`probe` does.
+
+        Used by causal sessions to read the primary's WAL position after a write. The default runs
+        :meth:`probe` on the handed-out connection; override it when a handed-out connection is
+        not the same kind of object as a monitor connection. It may leave a transaction open on a
+        connection that is not in autocommit mode (the release that follows ends it).
+        """
+        return await self.probe(connection, query)  # type: ignore[arg-type]
+
     @abc.abstractmethod
     async def close_monitor(self, connection: MonitorConnT) -> None:
         """Close a monitor connection without waiting on the server (it may be hung or gone)."""

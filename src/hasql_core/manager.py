@@ -25,6 +25,7 @@ from ._monitor import CLEANUP_TIMEOUT, HostMonitor, MonitorSettings
 from ._routing import choose_host
 from ._topology import HostEntry, Topology
 from .balancer import BalancerPolicy
+from .causal import CausalSession, causal_scope, current_session
 from .driver import Driver
 from .dsn import Dsn, split_dsn
 from .error_kinds import HOST_FAILURES
@@ -220,6 +221,11 @@ class PoolManager(HasqlPoolApi):
         self._pool_wait_time = 0.0
         #: Acquire-path figures, counted only once enable_acquire_stats() was called.
         self._acquire_stats: AcquireRecorder | None = None
+        #: Causal scopes open now (a plain acquire checks the contextvar only when there are any),
+        #: reads of causal sessions served by the primary, tokens found lost after a failover.
+        self._causal_scopes = 0
+        self._causal_primary_reads = 0
+        self._causal_tokens_lost = 0
         self._events.bind(self)
         with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop()
@@ -365,8 +371,55 @@ class PoolManager(HasqlPoolApi):
         manager's and apply to reads only. ``max_lag`` / ``max_lag_bytes`` override the manager's lag
         limit for this read. ``timeout`` (default ``acquire_timeout``) bounds the whole acquire; when it
         passes, :class:`AcquireTimeoutError` says what was missing and how every host looked.
-        ``kwargs`` go to the driver's acquire.
+        ``kwargs`` go to the driver's acquire. Inside :meth:`causal_scope`, the scope's causal
+        session serves the acquire (reads then see the session's writes).
         """
+        if self._causal_scopes:
+            session = current_session()
+            if session is not None and session._manager is self:
+                return session.acquire(
+                    read_only,
+                    fallback_master,
+                    master_as_replica_weight,
+                    timeout,
+                    max_lag=max_lag,
+                    max_lag_bytes=max_lag_bytes,
+                    **kwargs,
+                )
+        if (
+            fallback_master is None
+            and master_as_replica_weight is None
+            and timeout is None
+            and max_lag is None
+            and max_lag_bytes is None
+            and not kwargs
+        ):  # the common call, kept to the cost it had before causal sessions existed
+            return AcquireContext(self, self._default_requests[bool(read_only)])
+        return AcquireContext(
+            self,
+            self._request_for(
+                read_only,
+                fallback_master,
+                master_as_replica_weight,
+                timeout,
+                max_lag=max_lag,
+                max_lag_bytes=max_lag_bytes,
+                **kwargs,
+            ),
+        )
+
+    def _request_for(
+        self,
+        read_only: bool = False,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+        timeout: float | None = None,
+        *,
+        max_lag: float | datetime.timedelta | None = None,
+        max_lag_bytes: int | None = None,
+        **kwargs: Any,
+    ) -> AcquireRequest:
+        """The request ``acquire()`` with these arguments makes (checked)."""
         if (
             fallback_master is None
             and master_as_replica_weight is None
@@ -375,7 +428,7 @@ class PoolManager(HasqlPoolApi):
             and max_lag_bytes is None
             and not kwargs
         ):  # the common call: a request made once, at construction
-            return AcquireContext(self, self._default_requests[bool(read_only)])
+            return self._default_requests[bool(read_only)]
         if not read_only:
             if master_as_replica_weight is not None:
                 raise ConfigurationError(
@@ -400,7 +453,7 @@ class PoolManager(HasqlPoolApi):
             kwargs=kwargs,
             stale_fallback=self._stale_fallback and bool(read_only),
         )
-        return AcquireContext(self, request)
+        return request
 
     def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext:
         """``acquire(read_only=False, ...)``: a connection to the primary."""
@@ -527,7 +580,34 @@ class PoolManager(HasqlPoolApi):
         back closed, or whose host is not usable now is discarded at once. Raises ``ValueError``
         for a connection this manager did not hand out (or that was already released).
         """
+        if self._causal_scopes:
+            session = current_session()
+            if session is not None and session._manager is self and session.owns(connection):
+                await session.release(connection, **kwargs)
+                return
         await self._handout.give_back(connection, kwargs, None, check_closed=True)
+
+    def causal_session(
+        self, token: str | None = None, *, catch_up: float | None = None
+    ) -> CausalSession:
+        """A :class:`~hasql_core.causal.CausalSession`: acquires whose reads see its own writes.
+
+        ``token`` (a previous session's ``.token``) resumes that session, here or in another
+        process. ``catch_up`` bounds how long a read waits for a standby to replay the session's
+        writes before the primary serves it (default 0.2 s, always within the acquire's timeout).
+        """
+        self._check_open()
+        if catch_up is None:
+            return CausalSession(self, token)
+        return CausalSession(self, token, catch_up=positive(catch_up, "catch_up"))
+
+    def causal_scope(
+        self, token: str | None = None, *, catch_up: float | None = None
+    ) -> contextlib.AbstractContextManager[CausalSession]:
+        """``with pm.causal_scope(token) as session:``: inside the block, this task's plain
+        ``pm.acquire*()`` and ``pm.release()`` calls go through a causal session (resumed from
+        ``token`` when given); read ``session.token`` at the end to hand it to the client."""
+        return causal_scope(self.causal_session(token, catch_up=catch_up))
 
     async def _give_back(self, connection: Any, failure: BaseException | None) -> None:
         """Release or discard a connection whose ``async with`` block just ended."""

@@ -421,6 +421,15 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
             host.timeline,
         )
 
+    async def query_row(self, connection: FakeConnection, query: str) -> Sequence[Any]:
+        """The primary's ``(wal_lsn, timeline)``, as the causal sessions' position query returns
+        it; on a standby the query fails as ``pg_current_wal_lsn()`` does during recovery."""
+        host = connection.host
+        await host.answer()
+        if host.role != "primary":
+            raise RuntimeError("recovery is in progress")
+        return (host.wal_lsn, host.timeline)
+
     async def close_monitor(self, connection: FakeConnection) -> None:
         """Close without waiting."""
         connection.close()

@@ -13,7 +13,7 @@ Running it
 A plugin imports the tests into one test module and provides one fixture, an adapter that tells
 the suite the driver's name and how to use one of its connections::
 
-    # plugins/hasql-mydriver/tests/test_driver_suite.py
+    # plugins/hasql-mydriver/tests/test_mydriver_driver_suite.py
     from typing import Any
 
     import pytest
@@ -36,8 +36,11 @@ the suite the driver's name and how to use one of its connections::
     def driver_suite_adapter() -> MyAdapter:
         return MyAdapter()
 
-Everything else goes through the :class:`~hasql_core.driver.Driver` methods: the adapter is only
-what the contract leaves to the library (see :class:`DriverSuiteAdapter`). The suite needs
+Name the module after the plugin (``test_<plugin>_driver_suite.py``): pytest and mypy see every
+plugin's tests folder as top-level modules, so the names must not collide. Everything else goes
+through the :class:`~hasql_core.driver.Driver` methods: the adapter is only what the contract
+leaves to the library (see :class:`DriverSuiteAdapter`). A test the driver cannot pass yet is best
+marked ``xfail(strict=True)`` with the reason from the plugin's ``conftest.py``. The suite needs
 pytest-asyncio (every test is marked ``asyncio``) and pytest-timeout (every test is bounded), and
 the ``hasql_cluster`` fixtures of hasql-core's pytest plugin (installed with hasql-core). Tests
 that do not change the topology share one cluster per module (:func:`suite_cluster`, a primary

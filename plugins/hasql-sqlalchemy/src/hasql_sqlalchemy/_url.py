@@ -199,7 +199,10 @@ def engine_arguments(
     if dialect == "asyncpg":
         derived = asyncpg_connect_args(dsn)
     else:
-        query = dict(dsn.params)  # libpq reads them itself
+        # libpq reads them itself; the host is chosen by hasql-core, never by libpq.
+        query = {
+            k: v for k, v in dsn.params if k not in ("target_session_attrs", "load_balance_hosts")
+        }
     url = URL.create(
         f"postgresql+{dialect}",
         username=dsn.user,
@@ -212,9 +215,7 @@ def engine_arguments(
     kwargs = dict(options)
     user_args = kwargs.get("connect_args") or {}
     if not isinstance(user_args, Mapping):
-        raise ConfigurationError(
-            f"connect_args must be a dict, got {type(user_args).__name__}"
-        )
+        raise ConfigurationError(f"connect_args must be a dict, got {type(user_args).__name__}")
     if dialect == "psycopg" and "async_creator" not in kwargs:
         from .driver import bounded_cancel_connection_class
 

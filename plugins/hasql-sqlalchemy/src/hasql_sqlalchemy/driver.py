@@ -30,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
+import select
 import socket
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
@@ -77,6 +79,9 @@ DEFAULT_MAX_OVERFLOW = 10
 #: Upper bound on waiting for an abandoned task (a cancelled connect or probe) to end after its
 #: socket was closed; it ends within a loop iteration or two, the bound guards a library change.
 TASK_END_TIMEOUT = 0.5
+#: How long a cancelled :meth:`AsyncSqlalchemyDriver.open_pool` lets connections being made finish
+#: (a healthy server answers in milliseconds; a frozen one is cut off after this).
+OPEN_GRACE = 0.25
 #: ``application_name`` of monitor connections, unless the DSN or ``connect_args`` name one.
 MONITOR_APPLICATION_NAME = "hasql-monitor"
 
@@ -194,6 +199,39 @@ def _close_socket(raw: Any, *, someone_waits: bool) -> None:
     terminate = getattr(raw, "terminate", None)
     if callable(terminate):
         terminate()
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _closed_by_server(raw: Any) -> bool:
+    """Whether the server closed the idle library connection ``raw``; no round trip.
+
+    asyncpg reads its socket all the time, so it knows (``is_closed()``). psycopg reads only when
+    asked: an idle connection whose socket is readable got something unasked (a termination
+    message and end-of-file, or a harmless notification), and libpq reading it tells which.
+    """
+    if asyncpg is not None and isinstance(raw, asyncpg.Connection):
+        return bool(raw.is_closed())
+    if psycopg is not None and isinstance(raw, psycopg.AsyncConnection):
+        pgconn = raw.pgconn
+        if raw.closed:
+            return True
+        try:
+            # A termination message and the end-of-file may need two reads; a notification
+            # leaves nothing more to read.
+            for _ in range(3):
+                if not _readable(pgconn.socket):
+                    break
+                pgconn.consume_input()
+                pgconn.is_busy()
+        except (psycopg.Error, OSError):
+            return True
+        return bool(raw.closed) or bool(raw.broken)
+    return False
 
 
 def _raw_is_closed(raw: Any) -> bool:
@@ -337,6 +375,17 @@ def _lost_library_error(error: BaseException) -> bool:
     return isinstance(error, OSError)
 
 
+def _closed_under_us(error: BaseException) -> bool:
+    """SQLAlchemy's errors for a statement on a connection that was closed or invalidated while
+    handed out (by :meth:`AsyncSqlalchemyDriver.discard` or ``terminate_pool``, or after the
+    library found it broken mid-transaction)."""
+    if isinstance(error, sa_exc.ResourceClosedError):
+        return str(error).startswith("This Connection is closed")
+    if isinstance(error, sa_exc.PendingRollbackError):
+        return str(error).startswith("Can't reconnect until invalid transaction")
+    return False
+
+
 def _sqlstate(error: BaseException) -> str | None:
     value = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
     return value if isinstance(value, str) and len(value) == 5 else None
@@ -353,7 +402,9 @@ def sqlalchemy_error_facts(error: BaseException) -> ErrorFacts:
 
     - the SQLSTATE the server sent (``25006`` for a write on a standby, ``57P01`` for
       ``pg_terminate_backend``, ...), from ``sqlstate`` (or ``pgcode``);
-    - a lost connection: ``connection_invalidated``, asyncpg's ``ConnectionDoesNotExistError`` or
+    - a lost connection: ``connection_invalidated``, SQLAlchemy's "This Connection is closed" and
+      "Can't reconnect until invalid transaction is rolled back" (a statement on a connection
+      closed or invalidated under its user), asyncpg's ``ConnectionDoesNotExistError`` or
       ``InterfaceError("connection is closed")``, psycopg's ``OperationalError`` without SQLSTATE,
       an ``OSError``;
     - SQLAlchemy's pool timeout, this driver's :class:`SqlalchemyPoolTimeout`, timeouts and
@@ -371,7 +422,7 @@ def sqlalchemy_error_facts(error: BaseException) -> ErrorFacts:
             orig = current.orig
             current = orig if isinstance(orig, BaseException) else current.__cause__
             continue
-        if isinstance(current, sa_exc.DisconnectionError):
+        if isinstance(current, sa_exc.DisconnectionError) or _closed_under_us(current):
             lost = True
         sqlstate = _sqlstate(current)
         lost = lost or _lost_library_error(current)
@@ -394,6 +445,7 @@ class _PoolState:
         "engine",
         "generation",
         "max",
+        "min",
         "open",
         "out",
         "releasing",
@@ -403,6 +455,8 @@ class _PoolState:
     def __init__(self, engine: AsyncEngine, maximum: int) -> None:
         self.engine = engine  # keeps id(engine) unique while the state is registered
         self.max = maximum
+        #: Connections opened with the pool (``pool_size`` when prefilled, else 0).
+        self.min = 0
         #: AsyncConnections whose pool slot is held: handed out, or being released.
         self.out: set[AsyncConnection] = set()
         #: The close() task of each connection whose release is in flight.
@@ -452,10 +506,15 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
     #: The dialect of DSNs whose scheme names none (``postgresql://``, key=value DSNs).
     default_dialect: ClassVar[str] = DEFAULT_DIALECT
 
-    def __init__(self, default_dialect: str | None = None) -> None:
+    #: Whether :meth:`open_pool` opens the ``pool_size`` connections of a new pool at once.
+    prefill: ClassVar[bool] = True
+
+    def __init__(self, default_dialect: str | None = None, *, prefill: bool | None = None) -> None:
         """``default_dialect``: the SQLAlchemy dialect driver (``"asyncpg"``, ``"psycopg"``) for
-        DSNs whose scheme names none; a ``postgresql+<driver>://`` scheme always wins."""
+        DSNs whose scheme names none; a ``postgresql+<driver>://`` scheme always wins.
+        ``prefill``: see :meth:`open_pool` (default True)."""
         self._dialect = default_dialect or self.default_dialect
+        self._prefill = self.prefill if prefill is None else prefill
         self._states: dict[int, _PoolState] = {}
         self._monitor_engines: dict[Dsn, AsyncEngine] = {}
 
@@ -482,6 +541,9 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
             ) from error
         _cut_interrupted_statements_short(engine)
         state = _PoolState(engine, self._maximum(engine, pool_options))
+        sa_pool = engine.sync_engine.pool
+        if self._prefill and isinstance(sa_pool, QueuePool):
+            state.min = min(int(sa_pool.size()), state.max)
         self._states[id(engine)] = state
         pool = engine.sync_engine.pool
 
@@ -504,17 +566,59 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
         pool = engine.sync_engine.pool
         if isinstance(pool, QueuePool):
             overflow = int(options.get("max_overflow", DEFAULT_MAX_OVERFLOW))
-            return UNLIMITED if overflow < 0 else int(pool.size()) + overflow
+            if overflow < 0 or pool.size() <= 0:  # SQLAlchemy: no limit
+                return UNLIMITED
+            return int(pool.size()) + overflow
         size = getattr(pool, "size", None)
         if not isinstance(pool, NullPool) and callable(size):
             return int(size())
         return UNLIMITED
 
     async def open_pool(self, pool: AsyncEngine) -> None:
-        """Nothing to do: a SQLAlchemy pool opens its connections when they are first needed
-        (there is no minimum size), so the pool holds exactly what acquires asked for."""
+        """Open ``pool_size`` connections at once and put them in the pool (``prefill``).
 
-    async def acquire(self, pool: AsyncEngine, timeout: float | None, **kwargs: Any) -> AsyncConnection:
+        SQLAlchemy opens connections only when they are asked for; hasql-core opens a host's
+        pool when it first sees the host, so opening the ``pool_size`` connections a
+        ``QueuePool`` keeps (asyncpg's ``min_size``, in effect) makes the first acquires after a
+        failover fast and lets a dead host show up before any request needs it. With
+        ``prefill=False`` (or a pool without a size, such as ``NullPool``) nothing is opened.
+        On failure or cancellation every connection opened so far goes back to the pool and the
+        error propagates (the core then terminates the pool).
+        """
+        state = self._state(pool)
+        if state is None or state.min <= 0:
+            return
+        opening = [asyncio.ensure_future(pool.connect().start()) for _ in range(state.min)]
+        try:
+            await asyncio.gather(*opening)
+        finally:
+            pending = [task for task in opening if not task.done()]
+            if pending:
+                # Connections being made are let finish for a moment rather than cut off
+                # mid-way: a library connect cancelled just as the server accepted it can leave
+                # the session open until the garbage collector finds it (psycopg).
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait(pending, timeout=OPEN_GRACE)
+                pending = [task for task in pending if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait(pending, timeout=TASK_END_TIMEOUT)
+                # psycopg leaves a connection whose connect was cancelled as the server accepted
+                # it in a reference cycle: its session stays open until a collection finds it.
+                gc.collect()
+            for task in opening:
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    closing = _start(task.result().close())  # no transaction: no I/O
+                    if closing is not None:
+                        state.keep(closing)
+                elif not task.done():
+                    task.add_done_callback(self._close_if_connected)
+
+    async def acquire(
+        self, pool: AsyncEngine, timeout: float | None, **kwargs: Any
+    ) -> AsyncConnection:
         """``await engine.connect()``: an ``AsyncConnection`` from the engine's pool.
 
         ``timeout`` is not passed on (``connect()`` takes none; the core cancels this call at its
@@ -530,13 +634,29 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
         state = self._state(pool)
         if state is not None and state.closing:
             raise SqlalchemyPoolClosed(f"the pool of {pool.url.host}:{pool.url.port} is closing")
-        try:
-            connection = await pool.connect()
-        except sa_exc.TimeoutError as error:
-            raise SqlalchemyPoolTimeout(
-                f"no connection of {pool.url.host}:{pool.url.port} became free within the "
-                f"engine's pool_timeout: {error}"
-            ) from error
+        attempts = 0
+        while True:
+            try:
+                connection = await pool.connect()
+            except sa_exc.TimeoutError as error:
+                raise SqlalchemyPoolTimeout(
+                    f"no connection of {pool.url.host}:{pool.url.port} became free within the "
+                    f"engine's pool_timeout: {error}"
+                ) from error
+            raw = _driver_connection(connection)
+            if raw is None or not _closed_by_server(raw):
+                break
+            # The server ended this idle session (restart, pg_terminate_backend): never hand it
+            # out; SQLAlchemy forgets it and the next try takes another or connects anew.
+            _close_socket(raw, someone_waits=False)
+            finishing = _forget_now(connection)
+            if finishing is not None and state is not None:
+                state.keep(finishing)
+            attempts += 1
+            if attempts > 2 and state is not None and attempts > state.max:
+                raise sa_exc.DisconnectionError(
+                    f"the server closed every idle connection of {pool.url.host}:{pool.url.port}"
+                )
         if state is not None:
             state.out.add(connection)
             if state.all_returned is not None:
@@ -596,10 +716,10 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
             raw = _driver_connection(connection)
             if raw is not None:
                 _close_socket(raw, someone_waits=releasing is not None)
-            if releasing is not None:
-                return  # the release in flight fails now and finishes the job (see release)
             if state is not None:
                 state.returned(connection)
+            if releasing is not None:
+                return  # the release in flight fails now and finishes the job (see release)
             finishing = _forget_now(connection)
         except Exception as error:  # the contract: never raise
             log.debug("discarding a connection of %s: %r", pool.url.host, error)
@@ -648,6 +768,7 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
             await asyncio.wait(set(state.background), timeout=TASK_END_TIMEOUT)
         with contextlib.suppress(Exception):
             await pool.dispose()
+        gc.collect()  # connections of cancelled connects (see open_pool)
         self._forget(pool)
 
     def _forget(self, pool: AsyncEngine) -> None:
@@ -685,7 +806,8 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
         """The engine pool's figures in the contract's meaning, overflow included.
 
         ``max`` is ``pool_size + max_overflow`` (``UNLIMITED`` for ``max_overflow=-1`` or a
-        ``NullPool``), ``min`` 0 (SQLAlchemy opens connections on demand), ``size`` the open
+        ``NullPool``), ``min`` the connections opened with the pool (``pool_size``, or 0 without
+        ``prefill``), ``size`` the open
         connections (counted from the pool's events: slots SQLAlchemy emptied after an
         invalidation are not connections), ``in_use`` the connections handed out through this
         driver and not yet given back, ``idle`` the open connections waiting in the pool. No I/O.
@@ -697,7 +819,7 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
         sa_pool = pool.sync_engine.pool
         checked_out = sa_pool.checkedout() if isinstance(sa_pool, QueuePool) else len(state.out)
         return PoolStats(
-            min=0,
+            min=state.min,
             max=state.max,
             size=size,
             idle=max(size - int(checked_out), 0),
@@ -819,7 +941,9 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
         self._close_now(connection, someone_waits=False)
 
 
-def _with_monitor_name(url: URL, kwargs: dict[str, Any], dialect: str) -> tuple[URL, dict[str, Any]]:
+def _with_monitor_name(
+    url: URL, kwargs: dict[str, Any], dialect: str
+) -> tuple[URL, dict[str, Any]]:
     """Name the monitor's sessions :data:`MONITOR_APPLICATION_NAME` unless something names them."""
     if dialect == "asyncpg":
         args = dict(kwargs.get("connect_args") or {})
@@ -838,4 +962,3 @@ class SqlalchemyDriver(AsyncSqlalchemyDriver):
     """The same driver under the name ``sqlalchemy``."""
 
     name: ClassVar[str] = "sqlalchemy"
-

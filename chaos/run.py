@@ -50,7 +50,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="run only this row (repeatable; default: every row)",
     )
     parser.add_argument(
-        "--short", action="store_true", help="one repetition, shorter runs (the CI run)"
+        "--short",
+        action="store_true",
+        help="shorter runs, one per cell unless --repeat says otherwise (the CI run)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON here")
     parser.add_argument("--out", type=Path, default=Path("chaos-results"), metavar="DIR")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     settings = S.Settings.short_run() if args.short else S.Settings.full()
-    repeat = 1 if args.short else args.repeat
+    repeat: int = args.repeat
     faults: list[str] = args.fault or list(FAULTS)
     order = [(fault, driver) for fault in faults for driver in wanted]
 

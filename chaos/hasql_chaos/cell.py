@@ -270,14 +270,17 @@ def run_cell(
             cluster.execute(cluster.primary, SCHEMA_SQL)
             cluster.wait_replayed()
             idents |= procs.snapshot(cluster)
-        except ClusterError as error:
-            data.harness_errors.append(f"cluster start: {error}")
+        except Exception as error:  # a cluster that cannot start says nothing about the library
+            data.harness_errors.append(f"cluster start: {type(error).__name__}: {error}")
         else:
             timer.start()
-            asyncio.run(_guarded(data, cluster, settings, idents, texts, limit))
+            try:
+                asyncio.run(_guarded(data, cluster, settings, idents, texts, limit))
+            except Exception as error:
+                data.harness_errors.append(f"the run failed: {describe_error(error)}")
     finally:
         timer.cancel()
-        with contextlib.suppress(ClusterError):
+        with contextlib.suppress(Exception):
             idents |= procs.snapshot(cluster)
         cluster.close()
         capture.remove()

@@ -86,7 +86,7 @@ class Settings:
         return cls(
             short=False,
             baseline=2.0,
-            promote_after=1.0,
+            promote_after=0.5,
             hold=5.0,
             down=3.0,
             after_promotion=2.0,

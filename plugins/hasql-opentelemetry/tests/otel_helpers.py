@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hasql_opentelemetry import SCOPE, OpenTelemetryObserver
+from hasql_opentelemetry import SCOPE, OpenTelemetryObserver, names
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     Histogram,
@@ -14,7 +14,21 @@ from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     Metric,
     NumberDataPoint,
+    Sum,
 )
+from opentelemetry.semconv._incubating.metrics import db_metrics
+
+#: The semantic-convention pool metrics this plugin reports.
+POOL_METRICS = [
+    names.CONNECTION_COUNT,
+    names.CONNECTION_IDLE_MAX,
+    names.CONNECTION_IDLE_MIN,
+    names.CONNECTION_MAX,
+    names.CONNECTION_PENDING_REQUESTS,
+    names.CONNECTION_TIMEOUTS,
+    names.CONNECTION_WAIT_TIME,
+    names.CONNECTION_USE_TIME,
+]
 
 
 class Telemetry:
@@ -42,6 +56,36 @@ def metrics_by_name(reader: InMemoryMetricReader) -> dict[str, Metric]:
                 for metric in scope_metrics.metrics:
                     found[metric.name] = metric
     return found
+
+
+class _ConventionMeter:
+    """Stands in for a Meter to learn what the conventions package makes for each metric."""
+
+    def create_up_down_counter(self, name: str, unit: str = "", description: str = "") -> Any:
+        return ("up_down_counter", unit)
+
+    def create_counter(self, name: str, unit: str = "", description: str = "") -> Any:
+        return ("counter", unit)
+
+    def create_histogram(self, name: str, unit: str = "", description: str = "") -> Any:
+        return ("histogram", unit)
+
+
+def convention(name: str) -> tuple[str, str]:
+    """(instrument kind, unit) of metric ``name`` as the semantic conventions package makes it;
+    checks that the package knows the name."""
+    assert getattr(db_metrics, name.upper().replace(".", "_")) == name
+    factory = getattr(db_metrics, "create_" + name.replace(".", "_"))
+    made: tuple[str, str] = factory(_ConventionMeter())
+    return made
+
+
+def instrument_kind(metric: Metric) -> str:
+    """The instrument kind a reported metric comes from, as far as the data model tells."""
+    if isinstance(metric.data, Histogram):
+        return "histogram"
+    assert isinstance(metric.data, Sum), metric
+    return "counter" if metric.data.is_monotonic else "up_down_counter"
 
 
 def points(metric: Metric) -> list[Any]:

@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy_helpers import SqlalchemySql, driver_for
 
-from hasql_core.driver import Driver
 from hasql_core.testing.driver_suite import *  # noqa: F403 - the suite's tests and fixtures
-from hasql_core.testing.drivers import make_driver
 
 
 class SqlalchemySuiteAdapter(SqlalchemySql):
@@ -35,11 +33,6 @@ class SqlalchemySuiteAdapter(SqlalchemySql):
 @pytest.fixture
 def driver_suite_adapter(dialect: str) -> SqlalchemySuiteAdapter:
     return SqlalchemySuiteAdapter(dialect)
-
-
-@pytest.fixture
-def suite_driver(driver_suite_adapter: SqlalchemySuiteAdapter) -> Driver[Any, Any, Any]:
-    return make_driver(driver_suite_adapter.driver_name)
 
 
 @pytest.fixture(autouse=True)

@@ -119,7 +119,7 @@ async def test_hasql_readme_example(shared_cluster: LocalCluster, dialect: str) 
         multihost_dsn,
         driver="asyncsqlalchemy",
         fallback_master=True,
-        pool_factory_kwargs=dict(pool_size=10, max_overflow=5),
+        pool_factory_kwargs=dict(pool_size=10, max_overflow=5),  # noqa: C408 - as in hasql
     )
     try:
         await pool.ready(masters_count=1, replicas_count=1)

@@ -4,7 +4,7 @@ replica refusing writes before they reach the server, and the FastAPI-style depe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import pytest
@@ -83,14 +83,15 @@ async def test_read_only_session_refuses_writes_before_the_server(pm: PoolManage
         with pytest.raises(ReadOnlySessionError, match="1 new"):
             await session.flush()
         session.expunge_all()
-        for statement in [
+        statements: list[Any] = [
             insert(Item).values(name="x"),
             update(Item).values(name="y"),
             delete(Item),
             text("INSERT INTO session_item (name) VALUES ('z')"),
             text("/* hint */ with w as (delete from session_item returning 1) select * from w"),
             text("CREATE TABLE nope (x int)"),
-        ]:
+        ]
+        for statement in statements:
             with pytest.raises(ReadOnlySessionError):
                 await session.execute(statement)
         assert (await session.execute(text("SELECT 1"))).scalar() == 1  # still usable
@@ -130,7 +131,7 @@ async def test_fastapi_style_dependency_one_session_per_request(pm: PoolManager)
     """The README's dependency, driven the way FastAPI drives a generator dependency."""
     ReadSession = async_sessionmaker(pm, read_only=True)
 
-    async def read_session() -> AsyncIterator[AsyncSession]:
+    async def read_session() -> AsyncGenerator[AsyncSession, None]:
         async with ReadSession() as session:
             yield session
 

@@ -338,7 +338,7 @@ def bounded_cancel_connection_class() -> type[Any]:
 
 @functools.cache
 def _bounded_cancel_class(base: type[Any]) -> type[Any]:
-    class BoundedCancelAsyncConnection(base):  # type: ignore[misc,valid-type]
+    class BoundedCancelAsyncConnection(base):  # type: ignore[misc]
         async def cancel_safe(self, *, timeout: float = 30.0) -> None:
             limit = min(timeout, CANCEL_TIMEOUT) if timeout else CANCEL_TIMEOUT
             try:

@@ -16,7 +16,6 @@ connection from the manager for its whole life and gives it back when it is clos
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Generator, Mapping
 from types import TracebackType
@@ -183,14 +182,21 @@ class RoutedAsyncSession(AsyncSession):
             await super().close()
 
 
-@functools.cache
+_ROUTED: dict[type[AsyncSession], type[RoutedAsyncSession]] = {}
+
+
 def _routed_class(base: type[AsyncSession]) -> type[RoutedAsyncSession]:
-    """``base`` itself when it derives from :class:`RoutedAsyncSession`, else a subclass of both."""
+    """``base`` itself when it derives from :class:`RoutedAsyncSession`, else a subclass of both
+    (made once per class)."""
     if issubclass(base, RoutedAsyncSession):
         return base
     if not issubclass(base, AsyncSession):
         raise TypeError(f"class_ must be a subclass of AsyncSession, got {base!r}")
-    routed = type(base.__name__, (RoutedAsyncSession, base), {"__module__": base.__module__})
+    routed = _ROUTED.get(base)
+    if routed is None:
+        namespace = {"__module__": base.__module__}
+        routed = type(base.__name__, (RoutedAsyncSession, base), namespace)
+        _ROUTED[base] = routed
     return routed
 
 

@@ -28,7 +28,12 @@ PLUGIN_ENVS: dict[str, tuple[str, list[str]]] = {
     "psycopg3": ("hasql-psycopg3", ["psycopg[binary]"]),  # no system libpq needed
     "aiopg": ("hasql-aiopg", []),
     "aiopg_sa": ("hasql-aiopg", ["sqlalchemy>=1.4,<1.5"]),
-    "sqlalchemy": ("hasql-sqlalchemy", []),
+    # Both dialects' libraries in each; newest SQLAlchemy 2.x, and the 2.0 series.
+    "sqlalchemy": ("hasql-sqlalchemy", ["asyncpg", "psycopg[binary]"]),
+    "sqlalchemy20": (
+        "hasql-sqlalchemy",
+        ["sqlalchemy[asyncio]==2.0.*", "asyncpg", "psycopg[binary]"],
+    ),
 }
 
 

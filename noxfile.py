@@ -50,7 +50,8 @@ def _pytest(session: nox.Session, name: str, *paths: str) -> None:
 @nox.session
 def core(session: nox.Session) -> None:
     """Core tests, in an environment with no driver plugin installed."""
-    session.install(".[testing]", *TEST_TOOLS)
+    # psycopg's own libpq, test-only: the DSN tests compare hasql_core.dsn with libpq itself.
+    session.install(".[testing]", *TEST_TOOLS, "psycopg[binary]")
     session.install("./tests/fixture_packages/hasql-policy-example")
     _pytest(session, "core", "tests", "--ignore=tests/cli")
 

@@ -615,7 +615,13 @@ def _parse(text: str, env: Mapping[str, str]) -> Dsn:
     _check_text(text, "DSN")
     stripped = text.strip(_WS)
     if not stripped:
-        raise DsnError(f"empty DSN; {_FORMS}")
+        # libpq takes everything from the service (PGSERVICE) and the PG* variables.
+        try:
+            return _build(None, _Options(), env)
+        except DsnError:
+            raise DsnError(
+                f"empty DSN, and no PGHOST or PGSERVICE names a host; {_FORMS}"
+            ) from None
     prefix = _URL_PREFIX.match(stripped)
     if prefix:
         scheme = prefix.group(1)
@@ -899,7 +905,7 @@ def _resolve(options: _Options, env: Mapping[str, str]) -> dict[str, str | None]
 def _parse_port(text: str, which: str) -> int:
     """A port the way libpq reads it (strtol, whitespace around allowed); never quotes ``text``."""
     match = _INT.fullmatch(text)
-    if not match or len(match.group(2)) > 10:
+    if not match or len(match.group(2).lstrip("0")) > 10 or int(match.group(2)) > 2**31 - 1:
         raise DsnError(f"{which} is not a whole number; a port is a number from 1 to 65535")
     number = int(match.group(2)) * (-1 if match.group(1) == "-" else 1)
     if not 1 <= number <= 65535:

@@ -767,6 +767,8 @@ class PoolManager(HasqlPoolApi):
                 standbys=topology.standbys,
                 closing=self.closing,
                 closed=self._closed,
+                causal_primary_reads=self._causal_primary_reads,
+                causal_tokens_lost=self._causal_tokens_lost,
             ),
         )
 

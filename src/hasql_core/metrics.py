@@ -151,6 +151,10 @@ class Metrics:
     gauges: HasqlGauges
     hosts: Sequence[HostMetrics] = ()
     waiting_acquires: int = 0
+    #: Reads of causal sessions the primary served because no standby had their writes in time.
+    causal_primary_reads: int = 0
+    #: Causal session tokens found beyond the new primary's history after a failover (lost writes).
+    causal_tokens_lost: int = 0
 
     @property
     def drivers(self) -> list[DriverMetrics]:
@@ -171,6 +175,8 @@ class ManagerFigures:
     standbys: Sequence[HostEntry]
     closing: bool
     closed: bool
+    causal_primary_reads: int = 0
+    causal_tokens_lost: int = 0
 
 
 def _pool_metrics(
@@ -255,4 +261,6 @@ def build_metrics(entries: Sequence[HostEntry], figures: ManagerFigures) -> Metr
         gauges=gauges,
         hosts=hosts,
         waiting_acquires=figures.waiting_acquires,
+        causal_primary_reads=figures.causal_primary_reads,
+        causal_tokens_lost=figures.causal_tokens_lost,
     )

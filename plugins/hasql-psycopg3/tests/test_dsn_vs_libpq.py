@@ -21,6 +21,8 @@ from hasql_core.dsn import DEFAULT_PORT, Dsn, parse_dsn, split_dsn
 
 FIELDS = ("host", "port", "user", "password", "dbname")
 #: Parameters libpq knows (it refuses unknown ones) whose values it does not check while parsing.
+#: Not ``service``: parse_dsn reads the service file as libpq does when it connects (a service it
+#: cannot find is refused), which conninfo_to_dict does not model; the core's DSN tests cover it.
 PARAMS = (
     "application_name",
     "fallback_application_name",
@@ -31,7 +33,6 @@ PARAMS = (
     "keepalives_idle",
     "client_encoding",
     "sslpassword",
-    "service",
 )
 
 # Text libpq can carry: any Unicode but NUL and lone surrogates.

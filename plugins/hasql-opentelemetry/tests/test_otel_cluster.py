@@ -116,11 +116,8 @@ async def test_every_metric_for_three_hosts_then_a_crash_is_a_failover(
                     assert lag is None, name  # a primary has no lag
                 else:
                     assert lag is not None and lag >= 0, (name, node.name)
-        everyone = {
-            names.CLUSTER: ",".join(p.split("/")[0] for p in pool_of.values())
-            + "/"
-            + cluster.database
-        }
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in cluster.nodes)
+        everyone = {names.CLUSTER: f"{hosts}/{cluster.database}"}
         assert value_of(found[names.ACQUIRE_WAITING], everyone) == 0
         assert value_of(found[names.ACQUIRE_LAG_REFUSALS], everyone) == 0
         assert total_of(found, names.FAILOVERS, {}) == 0

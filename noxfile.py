@@ -151,7 +151,7 @@ def chaos(session: nox.Session) -> None:
     Checks invariants (bounded operations, no write acknowledged by a non-primary, no lost write,
     no read beyond max_lag, recovery times, clean close, no secret in logs) per cell and writes a
     Markdown and a JSON matrix into ``chaos-results/``; fails when any invariant is violated.
-    ``nox -s chaos -- --short`` is the CI run (about 7 minutes); see ``chaos/run.py --help``.
+    ``nox -s chaos -- --short`` is the CI run (about 3 minutes); see ``chaos/README.md``.
     """
     session.install(".[testing]", *CHAOS_PACKAGES)
     session.run("python", "chaos/run.py", *session.posargs)

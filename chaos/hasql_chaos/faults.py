@@ -263,7 +263,7 @@ async def latency_replica(s: Scenario) -> None:
     )
     await s.sleep(s.settings.hold)
     event = await s.heal("200 ms latency on node2", "node2 latency removed")
-    s.expect("read", "node2", event.end, S.READ_RESUME_BOUND, "end of the latency")
+    s.expect("read", "node2", event.end, S.READ_RESUME_BOUND, "removal of the latency")
 
 
 async def paused_replay(s: Scenario) -> None:
@@ -275,7 +275,7 @@ async def paused_replay(s: Scenario) -> None:
     )
     await s.sleep(s.settings.hold)
     event = await s.heal("pause replay on node2", "resume replay on node2")
-    s.expect("read", "node2", event.end, S.READ_RESUME_BOUND, "replay resumed on node2")
+    s.expect("read", "node2", event.end, S.READ_RESUME_BOUND, "resumption of replay on node2")
 
 
 async def all_down(s: Scenario) -> None:
@@ -293,9 +293,9 @@ async def all_down(s: Scenario) -> None:
     await s.fault("stop every node", stop_all, start_all)
     await s.sleep(s.settings.down)
     event = await s.heal("stop every node", "start every node")
-    s.expect("write", "node0", event.end, S.WRITE_RESUME_BOUND, "every node up again")
+    s.expect("write", "node0", event.end, S.WRITE_RESUME_BOUND, "restart of every node")
     for name in ("node1", "node2"):
-        s.expect("read", name, event.end, S.READ_RESUME_BOUND, "every node up again")
+        s.expect("read", name, event.end, S.READ_RESUME_BOUND, "restart of every node")
 
 
 async def switchover(s: Scenario) -> None:

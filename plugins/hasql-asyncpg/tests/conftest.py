@@ -34,13 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 #: Driver-suite tests the asyncpg driver does not pass yet, and why. Strict: a fix shows up as a
 #: failure (XPASS) here, and the entry is then removed.
-KNOWN_GAPS = {
-    "test_server_shutdown_ends_handed_out_connection_as_connection_lost": (
-        "asyncpg detaches a connection the server closed from its proxy while it is idle, so the "
-        "next statement raises InterfaceError('... released back to the pool'), whose facts "
-        "(like a misuse of a released connection) are not a lost connection"
-    ),
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

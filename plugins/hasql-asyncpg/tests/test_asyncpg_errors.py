@@ -54,13 +54,15 @@ async def test_query_timeout_argument_is_other_and_keeps_the_connection(
         await driver.release(pool, conn)
 
 
-async def test_misuse_of_a_released_connection_is_other(driver: Drv, pool: Any) -> None:
+async def test_a_connection_asyncpg_took_back_reads_as_lost(driver: Drv, pool: Any) -> None:
+    """asyncpg raises the same InterfaceError for a connection the user released and for one it
+    took back itself because the server closed it. The core classifies only errors of connections
+    it still has handed out, where the second meaning is the only possible one: a lost connection."""
     conn = await driver.acquire(pool, None)
     await driver.release(pool, conn)
-    with pytest.raises(apg.InterfaceError) as caught:
+    with pytest.raises(apg.InterfaceError, match="released back to the pool") as caught:
         await conn.fetchval("SELECT 1")
-    assert driver.error_facts(caught.value) == ErrorFacts()
-    assert driver.classify_error(caught.value) is ErrorKind.OTHER
+    assert driver.error_facts(caught.value) == ErrorFacts(connection_lost=True)
 
 
 async def test_terminated_connection_is_detached_from_its_proxy(

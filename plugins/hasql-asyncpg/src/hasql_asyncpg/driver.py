@@ -181,9 +181,10 @@ def asyncpg_error_facts(error: BaseException) -> ErrorFacts:
     - a server error (``asyncpg.PostgresError``) gives its ``sqlstate``; asyncpg's
       ``ConnectionDoesNotExistError`` (the server ended the session) is also a lost connection;
     - ``asyncpg.InterfaceError("connection is closed ...")`` (an operation on a connection whose
-      socket is gone) and ``OSError`` (refused, reset, unreachable, name resolution) are lost
-      connections; other interface errors ("pool is closing", "connection has been released back to
-      the pool", "another operation is in progress") are misuse, not the host's fault;
+      socket is gone), ``InterfaceError("... connection has been released back to the pool")`` (asyncpg
+      took back a handed-out connection the server closed) and ``OSError`` (refused, reset,
+      unreachable, name resolution) are lost connections; other interface errors ("pool is
+      closing", "another operation is in progress") are misuse, not the host's fault;
     - a timeout is not a lost connection: asyncpg raises it for a query's own ``timeout=``, after
       which the connection is fine (on Python >= 3.11 ``TimeoutError`` is an ``OSError``, so it is
       checked first).
@@ -196,7 +197,13 @@ def asyncpg_error_facts(error: BaseException) -> ErrorFacts:
         lost = isinstance(error, asyncpg.exceptions.ConnectionDoesNotExistError)
         return ErrorFacts(sqlstate=sqlstate, connection_lost=lost)
     if isinstance(error, asyncpg.exceptions.InterfaceError):
-        return ErrorFacts(connection_lost=str(error).startswith("connection is closed"))
+        message = str(error)
+        # "connection has been released back to the pool": asyncpg detaches a pooled connection
+        # that the server closed while it was idle in the user's hands (shutdown, terminated
+        # backend). The core only classifies errors of connections it still has handed out, so
+        # there it means the connection was lost, not that the user reused a released one.
+        lost = message.startswith("connection is closed") or "released back to the pool" in message
+        return ErrorFacts(connection_lost=lost)
     return ErrorFacts(connection_lost=isinstance(error, OSError))
 
 

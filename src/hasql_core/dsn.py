@@ -28,11 +28,13 @@ libpq's rules, as followed here
   ``hostaddr`` are two servers.
 - **What the DSN does not say.** ``host``, ``hostaddr`` and ``port`` missing from the DSN come, as
   in libpq, from the service file (``service=`` or ``PGSERVICE``), then from ``PGHOST``,
-  ``PGHOSTADDR`` and ``PGPORT``. What they give is written into each single-host DSN, so every
-  driver connects where libpq would. A port nobody gave stays ungiven (libpq's default, 5432,
-  applies; no ``port=5432`` is added). Everything else (user, password, ``PGUSER``, the rest of the
-  service file, ``~/.pgpass``) is left to libpq or the driver, unchanged: the ``service`` setting is
-  passed on to every host.
+  ``PGHOSTADDR`` and ``PGPORT`` (an empty DSN takes everything from there). A setting given empty
+  (``port=''``, ``hostaddr=''``) keeps them away, as in libpq; so does the port list libpq makes
+  for a URL with several hosts: ``postgresql://db1,db2/`` is both on 5432 even with ``PGPORT`` set.
+  What they give is written into each single-host DSN, so every driver connects where libpq would.
+  A port nobody gave stays ungiven (libpq's default, 5432, applies; no ``port=5432`` is added).
+  Everything else (user, password, ``PGUSER``, the rest of the service file, ``~/.pgpass``) is left
+  to libpq or the driver, unchanged: the ``service`` setting is passed on to every host.
 
 hasql's one deliberate reading beyond libpq
 -------------------------------------------
@@ -53,12 +55,12 @@ Where this module differs from libpq: refused with a DsnError
 - a service defined only in libpq's built-in system directory, which this module cannot see:
   set ``PGSYSCONFDIR`` (or ``PGSERVICEFILE``) to the file's directory (or file), or name the hosts;
   an LDAP lookup in a service file: name the hosts;
-- the parameter names ``ssl`` (other than the URL's ``ssl=true``) and ``requiressl`` in a
-  :class:`Dsn` built by hand: write ``sslmode``.
+- ``requiressl`` (or ``ssl``) as a parameter of a :class:`Dsn` built by hand: libpq translates
+  these names while reading a DSN, so write ``sslmode``.
 
 Accepted beyond libpq (libpq refuses these, so nothing is read differently): the schemes
-``postgresql+<driver>://`` and any capitalisation of the scheme, whitespace around the whole DSN,
-and parameter names libpq does not know (passed on to the driver; asyncpg sends them to the server
+``postgresql+<driver>://`` and any capitalisation of the scheme, whitespace before a URL, and
+parameter names libpq does not know (passed on to the driver; asyncpg sends them to the server
 as settings, libpq-based drivers refuse them when connecting). A host listed twice with the same
 port and ``hostaddr`` is one server and is kept once.
 """
@@ -264,10 +266,9 @@ def is_secret_param(key: str) -> bool:
 def _check_text(value: str, what: str) -> None:
     if "\x00" in value:
         raise DsnError(f"the {what} contains a NUL character, which libpq cannot pass on")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DsnError(f"the {what} is not valid Unicode (it holds lone surrogates)") from None
+    # Checked without encoding: a UnicodeEncodeError would carry the whole value along.
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise DsnError(f"the {what} is not valid Unicode (it holds lone surrogates)")
 
 
 def _host_problem(host: str) -> str | None:
@@ -831,11 +832,12 @@ def _service_values(service: str, env: Mapping[str, str]) -> dict[str, str]:
                 return found
     sysconf = env.get("PGSYSCONFDIR")
     if sysconf is None:
+        where = " or ".join(checked) or "no service file"
         raise DsnError(
-            f"the service named in the DSN (or PGSERVICE) is not in {' or '.join(checked) or 'a'}"
-            " service file this library can read, and libpq's built-in system directory is"
-            " unknown to it; set PGSYSCONFDIR to the directory holding pg_service.conf (or"
-            " PGSERVICEFILE to the file), or name the hosts in the DSN"
+            f"the service named by the DSN (or PGSERVICE) is not defined in {where}, the service"
+            " files this library can read, and libpq's built-in system directory is unknown to"
+            " it; set PGSYSCONFDIR to the directory holding pg_service.conf (or PGSERVICEFILE to"
+            " the file), or name the hosts in the DSN"
         )
     found = _read_service_file(Path(sysconf) / "pg_service.conf", service, must_exist=False)
     if found is None:
@@ -851,7 +853,7 @@ def _read_service_file(path: Path, service: str, *, must_exist: bool) -> dict[st
     """The settings of group ``service`` in ``path``, read as libpq reads it; None if absent."""
     try:
         data = path.read_bytes()
-    except OSError:
+    except (OSError, ValueError):
         if must_exist:
             raise DsnError(
                 f"service file {str(path)!r} (PGSERVICEFILE) cannot be read; fix PGSERVICEFILE"

@@ -999,3 +999,10 @@ def test_for_one_host_drops_the_host_selection_parameters() -> None:
     assert for_one_host(dsn).params == (("sslmode", "require"),)
     plain = parse_dsn("postgresql://db1/app?sslmode=require")
     assert for_one_host(plain) is plain
+
+
+def test_a_dsn_built_by_hand_with_a_bad_secret_chains_nothing() -> None:
+    with pytest.raises(DsnError) as info:
+        Dsn(None, [HostPort("db1", 5432)], password=SECRET + "\udcff")
+    assert info.value.__context__ is None
+    assert info.value.__cause__ is None

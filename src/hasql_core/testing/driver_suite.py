@@ -157,6 +157,7 @@ __all__ = [
     "test_probe_row_has_plain_python_types",
     "test_probe_sees_promotion_on_the_same_monitor_connection",
     "test_probe_tells_primary_from_standby_and_follows_replay",
+    "test_query_row_on_a_handed_out_connection_reads_the_primary_position",
     "test_refused_connection_is_connection_lost",
     "test_release_of_open_transaction_on_frozen_primary_is_bounded",
     "test_server_errors_of_a_statement_carry_their_sqlstate_and_are_other",
@@ -448,6 +449,38 @@ async def test_probe_row_has_plain_python_types(
             assert type(replay_age) is float
         else:
             assert (receive_lsn, replay_age) == (None, None)
+
+
+@_scenario()
+async def test_query_row_on_a_handed_out_connection_reads_the_primary_position(
+    suite_driver: Drv, suite_cluster: LocalCluster, driver_suite_adapter: DriverSuiteAdapter
+) -> None:
+    """``query_row`` runs one core query on a connection handed out by ``acquire`` (causal
+    sessions read the primary's WAL position that way after a write): ints in column order on the
+    primary, an error on a standby (the position functions fail during recovery), and the
+    connection stays usable and releasable."""
+    from ..causal import POSITION_QUERY
+
+    driver, adapter = suite_driver, driver_suite_adapter
+    async with _opened_pool(
+        driver, _dsn(suite_cluster.primary), adapter.pool_options(1, 1)
+    ) as pool:
+        conn = await driver.acquire(pool, 5.0)
+        try:
+            lsn, timeline = tuple(await asyncio.wait_for(driver.query_row(conn, POSITION_QUERY), 5))
+            assert (type(lsn), type(timeline)) == (int, int)
+            assert lsn > 0 and timeline >= 1
+        finally:
+            await asyncio.wait_for(driver.release(pool, conn), 5)
+    replica = suite_cluster.replicas[0]
+    async with _opened_pool(driver, _dsn(replica), adapter.pool_options(1, 1)) as pool:
+        conn = await driver.acquire(pool, 5.0)
+        try:
+            error = await _error_of(asyncio.wait_for(driver.query_row(conn, POSITION_QUERY), 5))
+            assert not isinstance(error, asyncio.TimeoutError), "the standby did not answer"
+            assert driver.classify_error(error) is ErrorKind.OTHER, repr(error)
+        finally:
+            await asyncio.wait_for(driver.release(pool, conn), 5)
 
 
 @_scenario()

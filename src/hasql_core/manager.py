@@ -322,6 +322,9 @@ class PoolManager(HasqlPoolApi):
         pool, entry.pool = entry.pool, None
         if pool is None:
             return
+        # A graceful close talks to the server; one that stopped answering (or is held back) would
+        # keep close() waiting for nothing, so its pool is terminated instead.
+        graceful = graceful and entry.state.available and entry.suspect is None
         try:
             if graceful:
                 await within(self._driver.close_pool(pool), max(limit, CLEANUP_TIMEOUT))

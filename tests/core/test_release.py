@@ -12,6 +12,8 @@ from hasql_core._deadline import within
 from hasql_core.error_kinds import classify
 from hasql_core.testing.fake_driver import FakeCluster, FakeConnectionLost, FakeDriver
 
+from .conftest import wait_for
+
 #: A bound that turns a hang into a test failure; far above every bound the tests configure.
 HANG = 10.0
 
@@ -188,3 +190,14 @@ async def test_ready_counts_no_cluster_can_reach_fail_at_once(
         await within(pm.ready(masters_count=masters, replicas_count=replicas, timeout=60), HANG)
     with pytest.raises(Exception, match="can never"):
         await within(pm.wait_replicas_ready(4, timeout=60), HANG)
+
+
+async def test_close_does_not_wait_on_a_host_that_stopped_answering(cluster, make_manager):
+    pm = make_manager(cluster, close_timeout=30.0)
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.hosts[2].freeze()
+    await wait_for(lambda: not pm.host_states()[2].available, timeout=5)
+    await within(pm.close(), HANG)
+    assert cluster.hosts[2].frozen  # closed without an answer from it
+    assert pm.closed
+    cluster.hosts[2].thaw()

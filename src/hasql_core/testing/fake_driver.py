@@ -8,6 +8,7 @@ counts its open connections and its probes, so tests can check for leaks and for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -358,9 +359,13 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
         pool.replace_for_waiter()
 
     async def close_pool(self, pool: FakePool) -> None:
-        """Wait for handed-out connections to come back, then close everything."""
+        """Wait for handed-out connections to come back, then say goodbye to the host (which
+        waits while it is frozen, like a graceful close of a real library) and close everything."""
         while pool.in_use:  # noqa: ASYNC110 - simple polling is good enough for a test double
             await asyncio.sleep(0.01)
+        if pool.idle:
+            with contextlib.suppress(FakeConnectionLost):
+                await pool.host.answer()
         pool.close_all(include_in_use=False)
 
     async def terminate_pool(self, pool: FakePool) -> None:

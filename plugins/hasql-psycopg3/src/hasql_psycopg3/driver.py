@@ -55,9 +55,14 @@ TERMINATE_WORKERS_TIMEOUT = 0.1
 #: They end within a loop iteration or two; the bound only guards against a library change.
 TASK_END_TIMEOUT = 0.5
 
-#: How long the cancel request of an interrupted statement may take (see
-#: :func:`bounded_cancel_class`). A live server takes it in milliseconds.
-CANCEL_TIMEOUT = 1.0
+#: How long an interrupted statement waits for its cancel request to be taken (see
+#: :func:`bounded_cancel_class`). A live server takes it in milliseconds; past this the request
+#: goes on in the background and the connection is closed.
+CANCEL_WAIT = 0.25
+#: The background cancel request's own bound.
+CANCEL_TIMEOUT = 5.0
+#: Cancel requests still running in the background (kept referenced until they end).
+_CANCELLING: set[asyncio.Future[None]] = set()
 
 #: Application name of monitor connections, unless the DSN names one.
 MONITOR_APPLICATION_NAME = "hasql-monitor"
@@ -282,24 +287,32 @@ def bounded_cancel_class(base: type[AsyncConn]) -> type[AsyncConn]:
     When a statement is interrupted (``asyncio.wait_for`` around it ran out, or its task was
     cancelled), psycopg sends the server a cancel request and waits for the statement to end, up to
     about ten seconds in all (forever with psycopg 3.2) when the server is frozen, inside the
-    application's own ``await``. The subclass gives :meth:`cancel_safe` at most
-    :data:`CANCEL_TIMEOUT`; when the server does not take the request in that time, the
-    connection's socket is shut down, so psycopg's wait for the statement ends at once and the
-    connection is closed (the core then discards it). Connections handed out are still instances
-    of ``base`` (the user's ``connection_class``, or :class:`psycopg.AsyncConnection`).
+    application's own ``await``. The subclass waits at most :data:`CANCEL_WAIT` for the cancel
+    request (a live server takes it in milliseconds, and the connection stays usable); when the
+    server does not take it in that time, the request goes on in the background (bounded by
+    :data:`CANCEL_TIMEOUT`) and the connection's socket is shut down, so psycopg's wait for the
+    statement ends at once and the connection is closed (the core then discards it). Connections
+    handed out are still instances of ``base`` (the user's ``connection_class``, or
+    :class:`psycopg.AsyncConnection`).
     """
 
     class BoundedCancelConnection(base):  # type: ignore[valid-type,misc]
         async def cancel_safe(self, *, timeout: float = 30.0) -> None:
-            limit = min(timeout, CANCEL_TIMEOUT) if timeout else CANCEL_TIMEOUT
-            try:
-                await asyncio.wait_for(super().cancel_safe(timeout=timeout), limit)
-            except (asyncio.TimeoutError, pg_errors.CancellationTimeout):
-                _shutdown_socket(self)
-                raise pg_errors.CancellationTimeout(
-                    f"the server did not take the cancel request within {limit:g}s; "
-                    "the connection was closed"
-                ) from None
+            request = asyncio.ensure_future(
+                super().cancel_safe(timeout=min(timeout, CANCEL_TIMEOUT) if timeout else 0)
+            )
+            _forget(request)
+            _CANCELLING.add(request)
+            request.add_done_callback(_CANCELLING.discard)
+            done, _ = await asyncio.wait({request}, timeout=CANCEL_WAIT)
+            if request in done:
+                request.result()
+                return
+            _shutdown_socket(self)
+            raise pg_errors.CancellationTimeout(
+                f"the server did not take the cancel request within {CANCEL_WAIT:g}s; the "
+                "connection was closed (the request goes on in the background)"
+            )
 
     BoundedCancelConnection.__name__ = BoundedCancelConnection.__qualname__ = base.__name__
     BoundedCancelConnection.__module__ = base.__module__

@@ -76,7 +76,7 @@ class HostAcquireStats:
     - ``wait_time``: per connection handed out from this host's pool, the time from the call of
       ``acquire()`` until the connection was handed out (waiting for a suitable host included).
     - ``use_time``: per connection given back, the time from hand-out to ``release()`` (or the end of
-      the ``async with`` block).
+      the ``async with`` block), on ``time.monotonic()``.
     - ``timeouts``: acquires that timed out waiting for a free connection in this host's pool.
     - ``pending``: acquires waiting now for a connection from this host's pool.
     """
@@ -103,36 +103,31 @@ class AcquireStats:
     unserved_timeouts: Mapping[str, int]
 
 
-class Buckets:
-    """The mutable counterpart of :class:`TimeHistogram`."""
-
-    __slots__ = ("counts", "sums")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BOUNDARIES) + 1)
-        self.sums = [0.0] * (len(BOUNDARIES) + 1)
-
-    def add(self, seconds: float) -> None:
-        """Count one duration."""
-        index = bisect_left(BOUNDARIES, seconds)
-        self.counts[index] += 1
-        self.sums[index] += seconds
-
-    def snapshot(self) -> TimeHistogram:
-        """An immutable copy."""
-        return TimeHistogram(BOUNDARIES, tuple(self.counts), tuple(self.sums))
-
-
 class HostCounters:
-    """The mutable figures of one host (see :class:`HostAcquireStats`)."""
+    """The mutable figures of one host (see :class:`HostAcquireStats`): bucket counts and sums
+    of wait and use times, timeouts, pending acquires."""
 
-    __slots__ = ("pending", "timeouts", "use", "wait")
+    __slots__ = ("pending", "timeouts", "use_counts", "use_sums", "wait_counts", "wait_sums")
 
     def __init__(self) -> None:
-        self.wait = Buckets()
-        self.use = Buckets()
+        self.wait_counts = [0] * (len(BOUNDARIES) + 1)
+        self.wait_sums = [0.0] * (len(BOUNDARIES) + 1)
+        self.use_counts = [0] * (len(BOUNDARIES) + 1)
+        self.use_sums = [0.0] * (len(BOUNDARIES) + 1)
         self.timeouts = 0
         self.pending = 0
+
+    def waited(self, seconds: float) -> None:
+        """A connection was handed out ``seconds`` after its acquire began."""
+        index = bisect_left(BOUNDARIES, seconds)
+        self.wait_counts[index] += 1
+        self.wait_sums[index] += seconds
+
+    def used(self, seconds: float) -> None:
+        """A connection is given back ``seconds`` after it was handed out."""
+        index = bisect_left(BOUNDARIES, seconds)
+        self.use_counts[index] += 1
+        self.use_sums[index] += seconds
 
 
 class AcquireRecorder:
@@ -141,34 +136,20 @@ class AcquireRecorder:
     Used from the event loop's thread only; :meth:`snapshot` gives readers an immutable copy.
     """
 
-    __slots__ = ("_handed_out", "_hosts", "lag_refusals", "unserved")
+    __slots__ = ("hosts", "lag_refusals", "unserved")
 
     def __init__(self, entries: Iterable[HostEntry]) -> None:
-        self._hosts = {entry: HostCounters() for entry in entries}
-        #: When each handed-out connection (by id) was handed out, in the loop's time.
-        self._handed_out: dict[int, float] = {}
+        #: Each host's counters.
+        self.hosts = {entry: HostCounters() for entry in entries}
         self.lag_refusals = 0
         self.unserved = {"primary": 0, "replica": 0}
 
     def begin(self, entry: HostEntry) -> HostCounters:
         """An acquire starts waiting in ``entry``'s pool; the caller decrements ``pending`` when it
-        ends, and counts a timeout."""
-        counters = self._hosts[entry]
+        ends, counts a timeout, or calls ``waited`` once a connection is handed out."""
+        counters = self.hosts[entry]
         counters.pending += 1
         return counters
-
-    def handed_out(
-        self, counters: HostCounters, connection: object, waited: float, now: float
-    ) -> None:
-        """A connection was handed out at ``now`` after ``waited`` seconds."""
-        counters.wait.add(waited)
-        self._handed_out[id(connection)] = now
-
-    def given_back(self, entry: HostEntry, connection: object, now: float) -> None:
-        """A connection of ``entry`` is being given back at ``now``."""
-        since = self._handed_out.pop(id(connection), None)
-        if since is not None:
-            self._hosts[entry].use.add(now - since)
 
     def no_host(self, topology: Topology, request: AcquireRequest) -> None:
         """An acquire found no host to serve it (first time only): count a lag refusal when it is a
@@ -199,12 +180,16 @@ class AcquireRecorder:
         """An immutable copy, hosts in the order of ``entries``."""
         hosts = []
         for entry in entries:
-            counters = self._hosts[entry]
+            counters = self.hosts[entry]
             hosts.append(
                 HostAcquireStats(
                     host=entry.state.name,
-                    wait_time=counters.wait.snapshot(),
-                    use_time=counters.use.snapshot(),
+                    wait_time=TimeHistogram(
+                        BOUNDARIES, tuple(counters.wait_counts), tuple(counters.wait_sums)
+                    ),
+                    use_time=TimeHistogram(
+                        BOUNDARIES, tuple(counters.use_counts), tuple(counters.use_sums)
+                    ),
                     timeouts=counters.timeouts,
                     pending=counters.pending,
                 )

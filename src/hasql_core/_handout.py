@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from time import monotonic
 from typing import Any
 
 from ._acquire_stats import AcquireRecorder
@@ -52,7 +53,8 @@ class Handout:
         self._driver = driver
         self._release_timeout = release_timeout
         self._suspect = suspect
-        self._out: dict[int, tuple[Any, HostEntry]] = {}
+        #: id -> (connection, its host, when it was handed out (time.monotonic()) if counted).
+        self._out: dict[int, tuple[Any, HostEntry, float | None]] = {}
         #: ids of handed-out connections that failed with a host failure.
         self._failed: set[int] = set()
         self.all_returned: asyncio.Event | None = None
@@ -62,9 +64,10 @@ class Handout:
     def __len__(self) -> int:
         return len(self._out)
 
-    def add(self, connection: Any, entry: HostEntry) -> None:
-        """Record that ``connection`` came from ``entry``'s pool."""
-        self._out[id(connection)] = (connection, entry)
+    def add(self, connection: Any, entry: HostEntry, handed_out_at: float | None = None) -> None:
+        """Record that ``connection`` came from ``entry``'s pool, handed out at ``handed_out_at``
+        (``time.monotonic()``; given when acquire stats are on, to count its use time)."""
+        self._out[id(connection)] = (connection, entry, handed_out_at)
 
     def host_of(self, connection: Any) -> HostEntry | None:
         """The host ``connection`` came from, or None when it is not handed out."""
@@ -73,7 +76,7 @@ class Handout:
 
     def hosts(self) -> Iterator[HostEntry]:
         """The host of every handed-out connection (one item per connection)."""
-        return (entry for _, entry in self._out.values())
+        return (item[1] for item in self._out.values())
 
     def watch_returns(self) -> asyncio.Event:
         """An event set once no connection is out any more (for a graceful close)."""
@@ -119,8 +122,8 @@ class Handout:
                 f"released): {type(connection).__name__}"
             )
         entry = item[1]
-        if self.stats is not None:
-            self.stats.given_back(entry, connection, asyncio.get_running_loop().time())
+        if self.stats is not None and item[2] is not None:
+            self.stats.hosts[entry].used(monotonic() - item[2])
         try:
             pool = entry.pool
             if pool is None:  # terminated meanwhile: the driver closed the connection already

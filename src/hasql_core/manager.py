@@ -8,6 +8,7 @@ import contextlib
 import datetime
 import logging
 from collections.abc import Mapping, Sequence
+from time import monotonic
 from types import MappingProxyType, TracebackType
 from typing import Any
 
@@ -537,12 +538,13 @@ class PoolManager(HasqlPoolApi):
                 finally:
                     if counters is not None:
                         counters.pending -= 1
-                self._handout.add(connection, entry)
                 now = loop.time()
+                # Use time is measured on time.monotonic(): cheaper than loop.time() at release.
+                self._handout.add(connection, entry, None if counters is None else monotonic())
                 entry.acquire_count += 1
                 entry.acquire_time += now - started
                 if stats is not None and counters is not None:
-                    stats.handed_out(counters, connection, now - started, now)
+                    counters.waited(now - started)
                     if request.read_only and entry is self._topology.writable:
                         stats.read_on_primary(self._topology, request)
                 return connection

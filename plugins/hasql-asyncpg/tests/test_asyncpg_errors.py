@@ -127,6 +127,13 @@ async def test_wrong_password_is_sqlstate_28p01_other(driver: Drv, shared_cluste
             ErrorKind.CONNECTION_LOST,
         ),
         (apg.InterfaceError("pool is closing"), ErrorFacts(), ErrorKind.OTHER),
+        (
+            apg.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            ),
+            ErrorFacts(connection_lost=True),
+            ErrorKind.CONNECTION_LOST,
+        ),
         (apg.QueryCanceledError("canceling statement"), ErrorFacts("57014"), ErrorKind.OTHER),
         (apg.TooManyConnectionsError("too many"), ErrorFacts("53300"), ErrorKind.OTHER),
         (

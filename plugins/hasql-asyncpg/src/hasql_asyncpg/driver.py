@@ -185,6 +185,8 @@ def asyncpg_error_facts(error: BaseException) -> ErrorFacts:
       took back a handed-out connection the server closed) and ``OSError`` (refused, reset,
       unreachable, name resolution) are lost connections; other interface errors ("pool is
       closing", "another operation is in progress") are misuse, not the host's fault;
+    - ``asyncpg.InternalClientError`` (the protocol lost track of the connection's state, as after
+      a FATAL message that arrived while it was idle) is a lost connection;
     - a timeout is not a lost connection: asyncpg raises it for a query's own ``timeout=``, after
       which the connection is fine (on Python >= 3.11 ``TimeoutError`` is an ``OSError``, so it is
       checked first).
@@ -196,6 +198,10 @@ def asyncpg_error_facts(error: BaseException) -> ErrorFacts:
         sqlstate = getattr(error, "sqlstate", None) or None
         lost = isinstance(error, asyncpg.exceptions.ConnectionDoesNotExistError)
         return ErrorFacts(sqlstate=sqlstate, connection_lost=lost)
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        # asyncpg's protocol lost track of the connection's state, as after a FATAL message that
+        # arrived while it was idle (the postmaster died): the connection cannot be used again.
+        return ErrorFacts(connection_lost=True)
     if isinstance(error, asyncpg.exceptions.InterfaceError):
         message = str(error)
         # "connection has been released back to the pool": asyncpg detaches a pooled connection

@@ -34,6 +34,16 @@ PLUGIN_ENVS: dict[str, tuple[str, list[str]]] = {
         "hasql-sqlalchemy",
         ["sqlalchemy[asyncio]==2.0.*", "asyncpg", "psycopg[binary]"],
     ),
+    # Test-only: the SDK (in-memory reader), the Prometheus exporter and a driver for real clusters.
+    "opentelemetry": (
+        "hasql-opentelemetry",
+        [
+            "./plugins/hasql-asyncpg",
+            "opentelemetry-sdk",
+            "opentelemetry-exporter-prometheus",
+            "prometheus-client",
+        ],
+    ),
 }
 
 

@@ -93,6 +93,11 @@ def points(metric: Metric) -> list[Any]:
     return list(metric.data.data_points)
 
 
+def attribute_values(metric: Metric, key: str) -> set[Any]:
+    """Every value attribute ``key`` takes among the points of ``metric``."""
+    return {(p.attributes or {}).get(key) for p in points(metric)}
+
+
 def value_of(metric: Metric, attributes: Mapping[str, str]) -> float | None:
     """The value of the one point of a sum or gauge whose attributes include ``attributes``; None
     when there is none."""

@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_helpers import (
     POOL_METRICS,
+    attribute_values,
     convention,
     eventually,
     histogram_point,
@@ -214,6 +215,25 @@ async def test_collection_from_another_thread_and_a_blocked_loop(cluster, make_m
         provider.shutdown()
 
 
+async def test_histograms_can_be_left_out(cluster, make_manager):
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        pm = make_manager(cluster, OpenTelemetryObserver(provider, histograms=False))
+        await pm.ready(masters_count=1, replicas_count=2)
+        async with pm.acquire_master():
+            pass
+        found = metrics_by_name(reader)
+        assert names.CONNECTION_WAIT_TIME not in found
+        assert names.CONNECTION_USE_TIME not in found
+        assert set(POOL_METRICS) - set(found) == {
+            names.CONNECTION_WAIT_TIME,
+            names.CONNECTION_USE_TIME,
+        }
+    finally:
+        provider.shutdown()
+
+
 async def test_a_closed_manager_is_no_longer_reported(cluster, make_manager, telemetry):
     pm = make_manager(cluster, telemetry.observer)
     other = make_manager(FakeCluster(3, base_port=6432), telemetry.observer)
@@ -223,7 +243,7 @@ async def test_a_closed_manager_is_no_longer_reported(cluster, make_manager, tel
         pass
     await pm.close()
     found = telemetry.collect()
-    pools = {p.attributes[names.POOL_NAME] for p in found[names.CONNECTION_COUNT].data.data_points}
+    pools = attribute_values(found[names.CONNECTION_COUNT], names.POOL_NAME)
     assert pools == {"db0:6432/app", "db1:6432/app", "db2:6432/app"}
     # The acquire made just before close() is recorded all the same.
     point = histogram_point(found[names.CONNECTION_WAIT_TIME], pool(0))
@@ -332,9 +352,6 @@ async def test_enabled_by_entry_point_name_on_the_global_provider(cluster):
                 pass
             found = metrics_by_name(reader)
         assert set(found) >= set(POOL_METRICS)
-        pools = {
-            p.attributes[names.POOL_NAME] for p in found[names.CONNECTION_COUNT].data.data_points
-        }
-        assert pools == set(POOLS)
+        assert attribute_values(found[names.CONNECTION_COUNT], names.POOL_NAME) == set(POOLS)
     finally:
         provider.shutdown()

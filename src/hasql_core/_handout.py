@@ -54,7 +54,8 @@ class Handout:
         self._release_timeout = release_timeout
         self._suspect = suspect
         #: id -> (connection, its host, when it was handed out (time.monotonic()) if counted).
-        self._out: dict[int, tuple[Any, HostEntry, float | None]] = {}
+        #: id -> (connection, host, when handed out (stats only), the pool it came from).
+        self._out: dict[int, tuple[Any, HostEntry, float | None, Any]] = {}
         #: ids of handed-out connections that failed with a host failure.
         self._failed: set[int] = set()
         self.all_returned: asyncio.Event | None = None
@@ -67,7 +68,7 @@ class Handout:
     def add(self, connection: Any, entry: HostEntry, handed_out_at: float | None = None) -> None:
         """Record that ``connection`` came from ``entry``'s pool, handed out at ``handed_out_at``
         (``time.monotonic()``; given when acquire stats are on, to count its use time)."""
-        self._out[id(connection)] = (connection, entry, handed_out_at)
+        self._out[id(connection)] = (connection, entry, handed_out_at, entry.pool)
 
     def host_of(self, connection: Any) -> HostEntry | None:
         """The host ``connection`` came from, or None when it is not handed out."""
@@ -125,8 +126,11 @@ class Handout:
         if self.stats is not None and item[2] is not None:
             self.stats.hosts[entry].used(monotonic() - item[2])
         try:
-            pool = entry.pool
-            if pool is None:  # terminated meanwhile: the driver closed the connection already
+            pool = item[3]
+            if entry.pool is None:  # terminated meanwhile: the driver closed the connection already
+                return
+            if pool is not entry.pool:  # the host's pool was replaced meanwhile (after an outage)
+                self._discard(entry, pool, connection)
                 return
             if self._must_discard(entry, connection, failure, check_closed):
                 self._discard(entry, pool, connection)

@@ -161,6 +161,13 @@ class HostMonitor:
                         self._pool_error_logged = message
                         log.warning("could not open the pool for %s: %s", entry.state.name, message)
                     state = attrs.evolve(state, last_error=f"opening the pool: {message}")
+            if (
+                entry.pool is not None
+                and not pool_opened
+                and entry.state.role is Role.UNAVAILABLE
+                and self._driver.replace_pool_after_outage
+            ):
+                await self._replace_pool()
             was_primary = entry.state.role is Role.PRIMARY
             self._topology.update(entry, state, begun, pool_opened)
             self._watch_lag()
@@ -274,6 +281,31 @@ class HostMonitor:
         log.info("opened pool for %s", entry.state.name)
         self._events.pool_created(entry.state)
 
+    async def _replace_pool(self) -> None:
+        """The host is back after an outage: open a new pool and retire the old one in the
+        background (see ``Driver.replace_pool_after_outage``). On failure the old pool stays."""
+        entry = self.entry
+        old = entry.pool
+        entry.pool = None
+        try:
+            await self._open_pool()
+        except asyncio.CancelledError:
+            entry.pool = old
+            raise
+        except Exception as error:
+            entry.pool = old
+            log.info(
+                "could not replace the pool of %s after an outage (%s); keeping the old one",
+                entry.state.name,
+                describe_error(error, self._secrets),
+            )
+            return
+        log.info("replaced the pool of %s after an outage", entry.state.name)
+        task = asyncio.ensure_future(within(self._driver.terminate_pool(old), CLEANUP_TIMEOUT * 5))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
     def _give_up_on_pool(self, error: Exception) -> None:
         """Tell waiting acquires and ``ready()`` that this host's pool can never be made."""
         message = describe_error(error, self._secrets)
@@ -316,4 +348,4 @@ class HostMonitor:
 
 def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.warning("expiring idle connections failed: %r", task.exception())
+        log.warning("a background pool task failed: %r", task.exception())

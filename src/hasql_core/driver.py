@@ -63,6 +63,12 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
     #: The name users pass as ``PoolManager(..., driver=name)``. Unique among installed plugins.
     name: ClassVar[str]
 
+    #: True when the library, after its host was down, reconnects only on its own backoff schedule
+    #: (psycopg_pool waits 1 s, then 2 s, ...). The core then replaces the host's pool with a new
+    #: one as soon as a probe finds the host back, so acquires do not wait for that schedule.
+    #: Connections still out from the old pool are discarded when they are given back.
+    replace_pool_after_outage: ClassVar[bool] = False
+
     # -- pools ---------------------------------------------------------------------------------------
 
     @abc.abstractmethod

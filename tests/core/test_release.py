@@ -201,3 +201,31 @@ async def test_close_does_not_wait_on_a_host_that_stopped_answering(cluster, mak
     assert cluster.hosts[2].frozen  # closed without an answer from it
     assert pm.closed
     cluster.hosts[2].thaw()
+
+
+class BackoffDriver(FakeDriver):
+    """A driver whose library waits on its own reconnect schedule after an outage."""
+
+    replace_pool_after_outage = True
+
+
+async def test_pool_replaced_when_its_host_is_back_and_old_connections_are_discarded():
+    cluster = FakeCluster(2)
+    driver = BackoffDriver(cluster)
+    pm = PoolManager(cluster.dsn, driver=driver, refresh_delay=0.05, refresh_timeout=0.3)
+    try:
+        await pm.ready(masters_count=1, replicas_count=1, timeout=5)
+        held = await pm.acquire_master()
+        old_pool = pm.pools[0]
+        cluster.hosts[0].down = True
+        await wait_for(lambda: not pm.host_states()[0].available)
+        cluster.hosts[0].down = False
+        await wait_for(lambda: pm.host_states()[0].available)
+        assert pm.pools[0] is not old_pool
+        await wait_for(lambda: old_pool.closed)  # retired in the background
+        async with pm.acquire_master() as conn:  # from the new pool, at once
+            assert conn in pm.pools[0].in_use
+        await pm.release(held)  # came from the old pool: discarded there, not put in the new one
+        assert driver.discarded == 1 and held not in pm.pools[0].idle
+    finally:
+        await pm.terminate()

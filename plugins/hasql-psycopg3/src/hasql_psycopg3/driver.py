@@ -338,6 +338,8 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
     """
 
     name: ClassVar[str] = "psycopg3"
+    #: psycopg_pool reconnects to a host that was down on its own backoff (1 s, 2 s, ...).
+    replace_pool_after_outage: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._pools: dict[int, _PoolState] = {}

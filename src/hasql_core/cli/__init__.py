@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_watch(args.dsn, args.driver, args.interval, args.duration)
         from .demo import run as run_demo
 
-        return run_demo(args.driver, args.replicas, args.short)
+        return run_demo(args.driver, args.replicas, args.short, args.metrics)
     except CliError as error:
         return _fail(str(error), error.code)
     except BrokenPipeError:  # stdout closed early (e.g. piped into head)

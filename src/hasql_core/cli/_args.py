@@ -72,4 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--replicas", type=_replicas, default=2, help="number of replicas (default: 2)"
     )
     demo.add_argument("--short", action="store_true", help="short scenes (about 20 s in all)")
+    demo.add_argument(
+        "--metrics",
+        action="store_true",
+        help="report through the hasql-opentelemetry plugin and print its metrics as Prometheus "
+        "text at the end (needs hasql-opentelemetry, opentelemetry-sdk and "
+        "opentelemetry-exporter-prometheus)",
+    )
     return parser

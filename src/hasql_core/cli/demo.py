@@ -40,6 +40,8 @@ from ._common import (
     run_async,
     stdout_console,
 )
+from ._metrics import OBSERVER as METRICS_OBSERVER
+from ._metrics import prometheus_metrics
 from ._render import hosts_table
 from ._sql import fetch_row
 
@@ -82,8 +84,18 @@ class Scene:
 class Demo:
     """The workload, the scenes and the display."""
 
-    def __init__(self, cluster: Any, driver: str, short: bool, console: Console) -> None:
+    def __init__(
+        self,
+        cluster: Any,
+        driver: str,
+        short: bool,
+        console: Console,
+        metrics: Callable[[], str] | None = None,
+    ) -> None:
         self.cluster = cluster
+        #: Renders the observer's metrics as Prometheus text (``--metrics``), read before closing.
+        self.metrics = metrics
+        self.metrics_text: str | None = None
         self.driver = driver
         self.short = short
         self.console = console
@@ -374,6 +386,7 @@ class Demo:
             acquire_timeout=ACQUIRE_TIMEOUT,
             max_lag=MAX_LAG,
             master_as_replica_weight=0.0,
+            observers=[METRICS_OBSERVER] if self.metrics is not None else [],
         )
         tasks: list[asyncio.Task[None]] = []
         live: Live | None = None
@@ -389,6 +402,8 @@ class Demo:
             await self.play()
             self.stopping = True
             await asyncio.sleep(0.2)
+            if self.metrics is not None:  # while the manager is open: a closed one is not reported
+                self.metrics_text = self.metrics()
         finally:
             self.stopping = True
             await self.cleanup(tasks, live)
@@ -485,6 +500,9 @@ class Demo:
         lines.append("result: " + ("PASS" if not failures else "FAIL: " + "; ".join(failures)))
         for line in lines:
             console.print(line, markup=False, highlight=False)
+        if self.metrics_text is not None:
+            console.print("\nmetrics (hasql-opentelemetry, Prometheus text):", markup=False)
+            console.print(self.metrics_text, markup=False, highlight=False, soft_wrap=True)
         return EXIT_OK if not failures else EXIT_FAILED
 
 
@@ -499,9 +517,12 @@ def _new_cluster(replicas: int) -> Any:
     return LocalCluster(replicas=replicas, synchronous_replica=0, bindir=bindir)
 
 
-def run(driver_name: str, replicas: int, short: bool) -> int:
-    """The ``demo`` command; returns the exit code. The cluster is always closed, also on Ctrl-C."""
+def run(driver_name: str, replicas: int, short: bool, metrics: bool = False) -> int:
+    """The ``demo`` command; returns the exit code. The cluster is always closed, also on Ctrl-C.
+    With ``metrics``, the manager reports through hasql-opentelemetry and the summary ends with its
+    metrics as Prometheus text."""
     load_driver(driver_name)  # fail early, with the install hint, before starting servers
+    render_metrics = prometheus_metrics() if metrics else None
     cluster = _new_cluster(replicas)
     console = stdout_console()
     try:
@@ -514,7 +535,7 @@ def run(driver_name: str, replicas: int, short: bool) -> int:
         except ClusterError as error:
             raise CliError(f"could not start the local cluster: {error}", EXIT_FAILED) from None
         console.print(f"cluster up: {cluster}", markup=False, highlight=False)
-        demo = Demo(cluster, driver_name, short, console)
+        demo = Demo(cluster, driver_name, short, console, render_metrics)
         try:
             with captured_logs(lambda text: demo.log(text)):
                 return run_async(demo.run)

@@ -34,7 +34,8 @@ PLUGIN_ENVS: dict[str, tuple[str, list[str]]] = {
         "hasql-sqlalchemy",
         ["sqlalchemy[asyncio]==2.0.*", "asyncpg", "psycopg[binary]"],
     ),
-    # Test-only: the SDK (in-memory reader), the Prometheus exporter and a driver for real clusters.
+    # Test-only: the SDK (in-memory reader), the Prometheus exporter, a driver for real clusters,
+    # and rich for `hasql demo --metrics`.
     "opentelemetry": (
         "hasql-opentelemetry",
         [
@@ -42,6 +43,7 @@ PLUGIN_ENVS: dict[str, tuple[str, list[str]]] = {
             "opentelemetry-sdk",
             "opentelemetry-exporter-prometheus",
             "prometheus-client",
+            "rich",
         ],
     ),
 }

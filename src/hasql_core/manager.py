@@ -12,8 +12,6 @@ from time import monotonic
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-import attrs
-
 from . import _plugins as plugins
 from ._acquire import AcquireContext, AcquireRequest
 from ._acquire_stats import AcquireRecorder, AcquireStats
@@ -28,7 +26,7 @@ from ._topology import HostEntry, Topology
 from .balancer import BalancerPolicy
 from .causal import CausalSession, causal_scope, current_session
 from .driver import Driver
-from .dsn import Dsn, split_dsn
+from .dsn import Dsn, for_one_host, split_dsn
 from .error_kinds import HOST_FAILURES
 from .errors import (
     AcquireTimeoutError,
@@ -56,17 +54,8 @@ DEFAULT_STOPWATCH_WINDOW_SIZE = 128
 DEFAULT_MASTER_AS_REPLICA_WEIGHT = 0.0
 
 
-#: libpq parameters that pick among several hosts. The manager routes by role itself and connects
-#: to each host on its own, so they are dropped from every host's DSN: with
-#: ``target_session_attrs=read-write`` a standby's pool could never connect.
+#: An empty set of hosts, shared by every acquire that has excluded none.
 _NOBODY: frozenset[HostEntry] = frozenset()
-
-_HOST_SELECTION_PARAMS = frozenset({"target_session_attrs", "load_balance_hosts"})
-
-
-def _for_one_host(dsn: Dsn) -> Dsn:
-    params = tuple((k, v) for k, v in dsn.params if k not in _HOST_SELECTION_PARAMS)
-    return dsn if len(params) == len(dsn.params) else attrs.evolve(dsn, params=params)
 
 
 class PoolManager(HasqlPoolApi):
@@ -165,7 +154,7 @@ class PoolManager(HasqlPoolApi):
         self._lag_limit = lag_limit(max_lag, max_lag_bytes)
         # A private read-only copy: the caller's dict is never modified, by us or by a driver.
         self._pool_factory_kwargs = MappingProxyType(dict(pool_factory_kwargs or {}))
-        self._dsn = [_for_one_host(host_dsn) for host_dsn in split_dsn(dsn)]
+        self._dsn = [for_one_host(host_dsn) for host_dsn in split_dsn(dsn)]
         self._driver = plugins.make_driver(driver)
         hasql_policy = hasql_style_policy(balancer_policy)
         self._balancer = plugins.make_policy(

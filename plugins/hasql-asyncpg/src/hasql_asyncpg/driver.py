@@ -20,7 +20,7 @@ import asyncpg.exceptions
 import asyncpg.pool
 
 from hasql_core.driver import Driver, ErrorFacts, PoolStats
-from hasql_core.dsn import Dsn
+from hasql_core.dsn import CLIENT_ONLY_PARAMS, Dsn
 from hasql_core.errors import DsnError, PluginError
 
 __all__ = [
@@ -56,42 +56,16 @@ DSN_ONLY_PARAMETERS = frozenset(
 
 #: libpq parameters that are neither server settings nor understood by asyncpg: sending them to
 #: the server (where asyncpg puts every unknown DSN parameter) would make it refuse the connection
-#: with "unrecognized configuration parameter". ``target_session_attrs`` is dropped on purpose:
-#: hasql-core routes by role itself, and every per-host pool must be able to connect to a standby.
-#: ``connect_timeout`` and ``fallback_application_name`` are translated (see
-#: :func:`connect_arguments`).
-CLIENT_ONLY_PARAMETERS = frozenset(
-    {
-        "target_session_attrs",
-        "connect_timeout",
-        "fallback_application_name",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "tcp_user_timeout",
-        "hostaddr",
-        "channel_binding",
-        "gssencmode",
-        "gssdelegation",
-        "requirepeer",
-        "require_auth",
-        "sslcompression",
-        "sslsni",
-        "sslcertmode",
-        "sslkeylogfile",
-        "requiressl",
-        "load_balance_hosts",
-        "replication",
-        "servicefile",
-        "min_protocol_version",
-        "max_protocol_version",
-        "sslcrldir",
-        "oauth_issuer",
-        "oauth_client_id",
-        "oauth_client_secret",
-        "oauth_scope",
-    }
+#: with "unrecognized configuration parameter". Built from hasql-core's table of libpq parameters
+#: (its client-only ones), plus the startup parameters asyncpg has no use for (``replication``)
+#: or that the driver translates (``fallback_application_name``), and the aliases ``requiressl`` and
+#: ``servicefile``. ``target_session_attrs`` is dropped on purpose: hasql-core routes by role
+#: itself, and every per-host pool must be able to connect to a standby. ``connect_timeout`` and
+#: ``fallback_application_name`` are translated (see :func:`connect_arguments`).
+CLIENT_ONLY_PARAMETERS = (
+    (CLIENT_ONLY_PARAMS | {"fallback_application_name", "replication", "requiressl", "servicefile"})
+    - DSN_ONLY_PARAMETERS
+    - {"host", "port", "user", "password", "dbname"}
 )
 
 

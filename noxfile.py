@@ -3,11 +3,12 @@
 Every session installs what it needs from PyPI into its own virtual environment; nothing but Python is
 assumed. ``nox -s tests`` runs the whole suite: the core tests in a plugin-free environment, then each
 plugin's tests in an environment of its own (plugins need conflicting SQLAlchemy versions). Each plugin
-session can also be run alone, e.g. ``nox -s "plugin(asyncpg)"``.
+session can also be run alone, e.g. ``nox -s "plugin(env='asyncpg')"``.
 """
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import nox
@@ -97,7 +98,7 @@ def tests(session: nox.Session) -> None:
     session.notify("cli")
     for env in PLUGIN_ENVS:
         session.notify(f"plugin(env='{env}')")
-    session.notify("chaos", ["--short"])
+    session.notify(f"chaos(env='{CHAOS_CI_ENV}')", CHAOS_CI_ARGS)
 
 
 @nox.session
@@ -113,9 +114,23 @@ def lint(session: nox.Session) -> None:
         "psycopg[binary]",
         "psycopg-pool",
     )
+    session.install("./tests/fixture_packages/hasql-policy-example")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "src", *(str(p) for p in sorted((HERE / "plugins").glob("*/src"))))
+    # Tests too: strictly, except that test functions may leave the parameters pytest injects
+    # unannotated, and that a plugin's test-only packages are not installed here. Each tests
+    # folder is its own run: plugin test modules are top-level modules with clashing names.
+    relaxed = [
+        "--allow-untyped-defs",
+        "--allow-incomplete-defs",
+        "--allow-untyped-calls",
+        "--ignore-missing-imports",
+    ]
+    session.run("mypy", *relaxed, "tests")
+    for tests_dir in sorted((HERE / "plugins").glob("*/tests")):
+        session.run("mypy", *relaxed, str(tests_dir.relative_to(HERE)))
+    session.run("mypy", "chaos")
 
 
 @nox.session
@@ -151,19 +166,76 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/run.py", *session.posargs)
 
 
-#: What ``nox -s chaos`` installs next to the core: both driver plugins (each brings its driver) and
-#: psycopg's own libpq.
-CHAOS_PACKAGES = ["./plugins/hasql-asyncpg", "./plugins/hasql-psycopg3", "psycopg[binary]"]
+#: The chaos matrix's environments: the matrix columns (drivers; for asyncsqlalchemy also the
+#: dialect) each one runs, and what it installs next to the core. aiopg.sa imports only with
+#: SQLAlchemy 1.3/1.4 while hasql-sqlalchemy needs 2.x, so aiopg_sa has an environment of its own.
+CHAOS_ENVS: dict[str, tuple[list[str], list[str]]] = {
+    "main": (
+        ["asyncpg", "psycopg3", "aiopg", "asyncsqlalchemy", "asyncsqlalchemy+psycopg"],
+        [
+            "./plugins/hasql-asyncpg",
+            "./plugins/hasql-psycopg3",
+            "psycopg[binary]",
+            "./plugins/hasql-aiopg",
+            "./plugins/hasql-sqlalchemy",
+        ],
+    ),
+    "aiopg_sa": (["aiopg_sa"], ["./plugins/hasql-aiopg[sa]", "sqlalchemy>=1.4,<1.5"]),
+}
+#: The CI run (``tests`` notifies it): short runs of asyncpg and psycopg3 only, about 3 minutes.
+#: Every further column adds about 1.2 minutes (11 short cells); the full run covers them all.
+CHAOS_CI_ENV = "main"
+CHAOS_CI_ARGS = ["--short", "--driver", "asyncpg", "--driver", "psycopg3"]
+#: One id for the chaos sessions of one nox run: each environment writes its part under it, and
+#: chaos/run.py combines the parts into one matrix (chaos-results/latest.md).
+CHAOS_SERIES = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _chaos_args(env: str, posargs: list[str]) -> list[str] | None:
+    """``posargs`` for chaos/run.py in ``env``: only the ``--driver`` options that run there (every
+    driver of ``env`` when none is given); None when none of the drivers asked for runs there."""
+    known = {name for names, _ in CHAOS_ENVS.values() for name in names}
+    mine = CHAOS_ENVS[env][0]
+    asked: list[str] = []
+    rest: list[str] = []
+    args = iter(posargs)
+    for arg in args:
+        if arg == "--driver":
+            asked.append(next(args, ""))
+        elif arg.startswith("--driver="):
+            asked.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    unknown = [name for name in asked if name not in known]
+    if unknown:
+        raise ValueError(f"unknown chaos driver(s) {unknown}; known: {sorted(known)}")
+    if "--list" in rest:
+        return rest if env == next(iter(CHAOS_ENVS)) else None
+    wanted = [name for name in asked if name in mine] if asked else mine
+    if not wanted:
+        return None
+    return [*rest, *(x for name in wanted for x in ("--driver", name))]
 
 
 @nox.session
-def chaos(session: nox.Session) -> None:
+@nox.parametrize("env", list(CHAOS_ENVS))
+def chaos(session: nox.Session, env: str) -> None:
     """The chaos matrix: faults x drivers x repetitions against real local clusters.
 
     Checks invariants (bounded operations, no write acknowledged by a non-primary, no lost write,
     no read beyond max_lag, recovery times, clean close, no secret in logs) per cell and writes a
     Markdown and a JSON matrix into ``chaos-results/``; fails when any invariant is violated.
-    ``nox -s chaos -- --short`` is the CI run (about 3 minutes); see ``chaos/README.md``.
+    ``nox -s chaos`` runs both environments (every driver); ``-- --driver NAME`` runs only the
+    environment(s) holding the named drivers. The ``tests`` session runs ``--short`` for asyncpg
+    and psycopg3 (about 3 minutes); see ``chaos/README.md``.
     """
-    session.install(".[testing]", *CHAOS_PACKAGES)
-    session.run("python", "chaos/run.py", *session.posargs)
+    try:
+        args = _chaos_args(env, list(session.posargs))
+    except ValueError as error:
+        session.error(str(error))
+    if args is None:
+        session.skip(f"no driver asked for runs in the {env} environment")
+        return
+    session.install(".[testing]", *CHAOS_ENVS[env][1])
+    series = ["--series", CHAOS_SERIES, "--label", env]
+    session.run("python", "chaos/run.py", *args, *series)

@@ -13,7 +13,7 @@ def _middleware_source() -> str:
     text = README.read_text()
     section = text[text.index("## Read-your-writes") :]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    return next(b for b in blocks if "class CausalTokenMiddleware" in b)
+    return str(next(b for b in blocks if "class CausalTokenMiddleware" in b))
 
 
 async def test_middleware_carries_the_token_between_requests(cluster, make_manager):

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # type: ignore[no-redef]
 @pytest.mark.timeout(120)
 @pytest.mark.hasql_cluster(replicas=0)
 async def test_cancelling_the_caller_of_a_release_on_frozen_primary_leaves_nothing_checked_out(
@@ -84,7 +84,7 @@ async def test_cancelling_the_caller_of_a_release_on_frozen_primary_leaves_nothi
         await asyncio.wait_for(pm.close(), 12)
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # type: ignore[no-redef]
 @pytest.mark.timeout(120)
 async def test_server_errors_of_a_statement_carry_their_sqlstate_and_are_other(
     suite_driver: Any, suite_cluster: Any, driver_suite_adapter: AiopgAdapter, suite_app_name: str

@@ -47,9 +47,9 @@ async def test_an_operational_error_with_a_sqlstate_is_not_a_lost_connection(
 
 
 def test_facts_follow_the_cause_chain_and_never_raise(driver: Drv) -> None:
-    class Odd(psycopg2.DatabaseError):
+    class Odd(psycopg2.DatabaseError):  # type: ignore[misc]
         @property
-        def pgcode(self) -> str:  # type: ignore[override]
+        def pgcode(self) -> str:
             raise RuntimeError("broken")
 
     wrapped = RuntimeError("while saving")

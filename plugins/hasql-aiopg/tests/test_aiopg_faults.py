@@ -87,10 +87,3 @@ def _async(predicate: Any) -> Any:
         return bool(predicate())
 
     return check
-
-
-def _async(predicate: Any) -> Any:
-    async def check() -> bool:
-        return bool(predicate())
-
-    return check

@@ -116,10 +116,12 @@ def total_of(metrics: Mapping[str, Metric], name: str, attributes: Mapping[str, 
     metric = metrics.get(name)
     if metric is None:
         return 0
-    return sum(
-        p.value
-        for p in points(metric)
-        if isinstance(p, NumberDataPoint) and _includes(p.attributes, attributes)
+    return float(
+        sum(
+            p.value
+            for p in points(metric)
+            if isinstance(p, NumberDataPoint) and _includes(p.attributes, attributes)
+        )
     )
 
 

@@ -7,8 +7,8 @@ import enum
 import attrs
 
 
-class Role(enum.Enum):
-    """A host's role as the last probe saw it."""
+class Role(str, enum.Enum):
+    """A host's role as the last probe saw it (a ``str`` enum: ``Role.PRIMARY == "primary"``)."""
 
     #: Not in recovery: accepts writes (unless flagged read-only).
     PRIMARY = "primary"

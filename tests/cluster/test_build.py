@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from hasql_core import Role
 from hasql_core.errors import ClusterError
 
 from .conftest import ClusterFactory
@@ -23,7 +24,7 @@ def test_build_streams_and_replicates(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(2)
     names = [node.name for node in cluster.nodes]
     assert names == ["node0", "node1", "node2"]
-    assert [node.role for node in cluster.nodes] == ["primary", "replica", "replica"]
+    assert [node.role for node in cluster.nodes] == [Role.PRIMARY, Role.STANDBY, Role.STANDBY]
     assert all(node.state == "running" and node.pid for node in cluster.nodes)
     assert cluster.primary is cluster.nodes[0]
     assert cluster.replicas == cluster.nodes[1:]

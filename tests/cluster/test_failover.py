@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hasql_core import Role
 from hasql_core.testing import _procs
 
 from .conftest import ClusterFactory
@@ -21,7 +22,7 @@ def test_promote_and_repoint(make_cluster: ClusterFactory) -> None:
     cluster.promote(1)
     assert cluster.execute(1, "SELECT pg_is_in_recovery()") == [("f",)]
     assert cluster.primary is cluster.nodes[1]
-    assert cluster.nodes[1].role == "primary"
+    assert cluster.nodes[1].role is Role.PRIMARY
     assert cluster.nodes[1].upstream is None
     assert cluster.replicas == [cluster.nodes[2]]
 
@@ -45,11 +46,11 @@ def test_rejoin_after_divergence(make_cluster: ClusterFactory) -> None:
     # The old primary is still up and takes a write the new one never sees: split brain.
     cluster.execute(0, "INSERT INTO t VALUES ('lost')")
     cluster.execute(1, "INSERT INTO t VALUES ('kept')")
-    assert cluster.nodes[0].role == "primary"
+    assert cluster.nodes[0].role is Role.PRIMARY
 
     cluster.rejoin(0, 1)
     old = cluster.nodes[0]
-    assert old.role == "replica"
+    assert old.role is Role.STANDBY
     assert old.upstream is cluster.nodes[1]
     assert cluster.execute(old, "SELECT pg_is_in_recovery()") == [("t",)]
     receiver = cluster.execute(old, "SELECT status, sender_port FROM pg_stat_wal_receiver")

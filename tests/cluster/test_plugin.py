@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hasql_core import Role
 from hasql_core.testing.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.cluster
 
 @pytest.mark.hasql_cluster(replicas=1, settings={"work_mem": "5MB"})
 def test_marker_configures_hasql_cluster(hasql_cluster: LocalCluster) -> None:
-    assert [node.role for node in hasql_cluster.nodes] == ["primary", "replica"]
+    assert [node.role for node in hasql_cluster.nodes] == [Role.PRIMARY, Role.STANDBY]
     assert hasql_cluster.execute(1, "SHOW work_mem") == [("5MB",)]
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from hasql_core.errors import ClusterError
+from hasql_core.host_state import Role
 from hasql_core.testing import _postmaster, _procs
 from hasql_core.testing._psql import clean_env, run_psql
 from hasql_core.testing._server_user import ServerUser
@@ -23,7 +24,6 @@ from hasql_core.testing._server_user import ServerUser
 if TYPE_CHECKING:
     from hasql_core.testing.proxy import Proxy
 
-Role = Literal["primary", "replica"]
 State = Literal["running", "stopped", "frozen"]
 StopMode = Literal["fast", "immediate"]
 
@@ -44,7 +44,7 @@ class Node:
 
     ``name`` (``node<index>``), ``index``, ``port`` (TCP on 127.0.0.1), ``data_dir``, ``socket_dir``
     and ``log_path`` describe where it lives; ``state`` is ``"running"``, ``"stopped"`` or
-    ``"frozen"``; ``role`` is ``"primary"`` or ``"replica"`` as the cluster believes (after the
+    ``"frozen"``; ``role`` is ``Role.PRIMARY`` or ``Role.STANDBY`` as the cluster believes (after the
     cluster's own promote / rejoin operations); ``pid`` is the postmaster's pid while not stopped.
     Nodes are created and changed only by their cluster; use the cluster's methods to operate them.
     """
@@ -90,7 +90,8 @@ class Node:
 
     @property
     def role(self) -> Role:
-        """``"primary"`` or ``"replica"``, as the cluster believes."""
+        """``Role.PRIMARY`` or ``Role.STANDBY`` (hasql-core's one role type), as the cluster
+        believes."""
         return self._role
 
     @property

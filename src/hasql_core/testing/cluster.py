@@ -31,8 +31,9 @@ from types import TracebackType
 from typing import TypeVar
 
 from hasql_core.errors import ClusterError
+from hasql_core.host_state import Role
 from hasql_core.testing import _cleanup, _pgconf, _template
-from hasql_core.testing._node import Node, Role, State, StopMode, free_port
+from hasql_core.testing._node import Node, State, StopMode, free_port
 from hasql_core.testing._postmaster import terminate_data_dir
 from hasql_core.testing._psql import clean_env
 from hasql_core.testing._server_user import ServerUser, resolve_server_user
@@ -193,7 +194,7 @@ class LocalCluster:
                 node_dir=data_home / f"node{index}",
                 socket_dir=entry.path / f"s{index}",
                 port=free_port(),
-                role="primary" if index == 0 else "replica",
+                role=Role.PRIMARY if index == 0 else Role.STANDBY,
                 credentials=credentials,
                 bindir=bindir,
                 server_user=server_user,
@@ -234,7 +235,7 @@ class LocalCluster:
         if self._settings:
             extra = _pgconf.render_settings(self._settings)
             _pgconf.append_file(node.data_dir / "postgresql.conf", "\n" + extra)
-        if node.role == "primary":
+        if node.role is Role.PRIMARY:
             if self._synchronous_replica is not None:
                 name = f"node{self._synchronous_replica + 1}"
                 _pgconf.update_auto_conf(
@@ -317,7 +318,7 @@ class LocalCluster:
     @property
     def replicas(self) -> list[Node]:
         """The nodes whose role is replica, in index order."""
-        return [node for node in self._nodes if node.role == "replica"]
+        return [node for node in self._nodes if node.role is Role.STANDBY]
 
     @property
     def password(self) -> str:
@@ -549,14 +550,14 @@ class LocalCluster:
         """
         with self._lock:
             target = self.node(node)
-            if target.role != "replica":
+            if target.role is not Role.STANDBY:
                 raise ClusterError(f"cannot promote {target._describe()}: it is already a primary")
             self._expect(target, "running")
             pid = target.pid
             assert pid is not None
             target._write_trigger("promote")
             os.kill(pid, signal.SIGUSR1)
-            target._role, target._upstream = "primary", None
+            target._role, target._upstream = Role.PRIMARY, None
             self._primary_index = target.index
             if wait:
                 # Recovery removes standby.signal as it ends; watching the file is far cheaper
@@ -591,7 +592,7 @@ class LocalCluster:
         """
         with self._lock:
             target, source = self.node(replica), self.node(new_primary)
-            if target.role != "replica":
+            if target.role is not Role.STANDBY:
                 raise ClusterError(f"cannot repoint {target._describe()}: it is a primary")
             if target is source:
                 raise ClusterError(f"cannot repoint {target.name} to itself")
@@ -610,7 +611,7 @@ class LocalCluster:
             target, source = self.node(old_primary), self.node(new_primary)
             if target is source:
                 raise ClusterError(f"cannot rejoin {target.name} to itself")
-            if source.role != "primary":
+            if source.role is not Role.PRIMARY:
                 raise ClusterError(f"cannot rejoin to {source._describe()}: it is not a primary")
             self._expect(source, "running")
             if target.state != "stopped":
@@ -627,7 +628,7 @@ class LocalCluster:
                 {"primary_conninfo": _pgconf.primary_conninfo(source.port, target.name)},
                 server_user,
             )
-            target._role, target._upstream = "replica", source
+            target._role, target._upstream = Role.STANDBY, source
             if self._primary_index == target.index:
                 self._primary_index = source.index
             port = target.port
@@ -681,7 +682,7 @@ class LocalCluster:
 
     def _running_replica(self, node: NodeRef, action: str) -> Node:
         target = self.node(node)
-        if target.role != "replica":
+        if target.role is not Role.STANDBY:
             raise ClusterError(f"cannot {action} {target._describe()}: it is a primary")
         self._expect(target, "running")
         return target

@@ -6,7 +6,8 @@ for asyncpg and psycopg 3:
 0. the manager's own cost per acquire + release over the fake driver (no network);
 1. overhead: acquire + ``SELECT 1`` + release, writes and reads, 1 and 100 tasks;
 2. failover after a crash; 3. a frozen primary; 4. a frozen replica; 5. a lagging replica;
-6. monitor CPU per host per second, 3 real hosts and 1000 simulated ones.
+6. monitor CPU per host per second, 3 real hosts and 1000 simulated ones;
+7. read-your-writes: a write-then-read loop with replay paused on one standby.
 
 Writes ``bench-<stamp>.md``, ``bench-<stamp>.json``, ``failover-<stamp>.png`` and a log into
 ``--out`` (default ``bench-results/``), plus ``latest.*`` copies, and prints the Markdown report.
@@ -28,13 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hasql_bench import failover, monitor_cost, overhead, report
+from hasql_bench import causal, failover, monitor_cost, overhead, report
 from hasql_bench.clients import CORE_DEFAULTS, HASQL_DEFAULTS, Target
 from hasql_bench.common import DRIVERS, POOL_SIZE, RunConfig, environment, rotate
 
 from hasql_core.testing.cluster import LocalCluster
 
-PARTS = ("micro", "overhead", "monitor", *failover.SCENARIOS)
+PARTS = ("micro", "overhead", "monitor", *failover.SCENARIOS, "causal")
 
 
 def _say(message: str, started: float) -> None:
@@ -192,12 +193,20 @@ def main() -> None:
         _say(f"6. monitor cost, {config.fake_hosts} simulated hosts", t0)
         results.setdefault("monitor", {})["fake"] = asyncio.run(monitor_cost.fake_hosts(config))
     _run_failover(parts, drivers, config, results, t0)
+    if "causal" in parts:
+        for driver in drivers:
+            _say(f"7. read-your-writes, {driver}", t0)
+            results.setdefault("causal", {})[driver] = asyncio.run(
+                causal.measure_driver(driver, config)
+            )
 
     results["meta"]["duration_s"] = time.perf_counter() - t0
     results["meta"]["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     results["comparisons"] = report.comparisons(results)
     results["targets"] = report.targets(results)
     text = report.markdown(results)
+    if "causal" in results:
+        text += "\n".join(causal.markdown(results["causal"])) + "\n"
     paths = {
         "md": args.out / f"bench-{stamp}.md",
         "json": args.out / f"bench-{stamp}.json",

@@ -21,6 +21,7 @@ from .balancer import BalancerPolicy
 from .balancer_policy import AbstractBalancerPolicy
 from .driver import Driver, PoolStats
 from .errors import AcquireTimeoutError, ConfigurationError, NoAvailablePoolError
+from .host_state import Role
 
 
 class HasqlPoolApi:
@@ -178,6 +179,31 @@ class HasqlPoolApi:
         """Pools of the usable replicas beyond the manager's lag limit (hasql 0.10)."""
         fresh = set(self._topology.fresh_standbys)
         return [e.pool for e in self._topology.standbys if e not in fresh]
+
+    @property
+    def pools(self) -> list[Any]:
+        """Every open pool, in DSN order."""
+        return [e.pool for e in self._entries if e.pool is not None]
+
+    @property
+    def master_pool_count(self) -> int:
+        """Usable hosts that claim to be primary (hasql's meaning): 1 normally, 0 during a
+        failover, 2 or more during a split brain (of which only the winner takes writes)."""
+        return sum(
+            1
+            for e in self._entries
+            if e.state.role is Role.PRIMARY and e.pool is not None and e.suspect is None
+        )
+
+    @property
+    def replica_pool_count(self) -> int:
+        """Usable replicas within the manager's lag limit."""
+        return len(self._topology.fresh_standbys)
+
+    @property
+    def available_pool_count(self) -> int:
+        """Hosts that answered their latest probe and have an open pool."""
+        return sum(1 for e in self._entries if e.state.available and e.pool is not None)
 
     def __iter__(self) -> Iterator[Any]:
         """The pools of available hosts."""

@@ -21,6 +21,7 @@ from ._deadline import run_until, within
 from ._events import Events
 from ._handout import Handout
 from ._monitor import CLEANUP_TIMEOUT, HostMonitor, MonitorSettings
+from ._readiness import Readiness
 from ._routing import choose_host
 from ._topology import HostEntry, Topology
 from .balancer import BalancerPolicy
@@ -33,9 +34,8 @@ from .errors import (
     ConfigurationError,
     PoolManagerClosedError,
     PoolSetupError,
-    ReadyTimeoutError,
 )
-from .host_state import HostState, Role
+from .host_state import HostState
 from .metrics import ManagerFigures, Metrics, build_metrics
 from .staleness import StalenessPolicy, lag_arguments
 
@@ -58,7 +58,7 @@ DEFAULT_MASTER_AS_REPLICA_WEIGHT = 0.0
 _NOBODY: frozenset[HostEntry] = frozenset()
 
 
-class PoolManager(HasqlPoolApi):
+class PoolManager(Readiness, HasqlPoolApi):
     """Connections to the right host of a PostgreSQL cluster given by one multi-host DSN.
 
     One pool per host is created through the driver with ``pool_factory_kwargs`` unchanged (no hidden
@@ -621,88 +621,6 @@ class PoolManager(HasqlPoolApi):
         self._topology.suspect(entry)
         self._monitor_of[entry].wake()
 
-    # -- waiting for hosts ---------------------------------------------------------------------------
-
-    async def _wait_until(self, predicate: Any, timeout: float | None, what: str) -> None:
-        self._ensure_running()
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while not predicate():
-            self._check_open()
-            self._check_setup()
-            if deadline is not None and loop.time() >= deadline:
-                raise ReadyTimeoutError(
-                    f"timed out after {timeout:g}s waiting for {what}. Hosts: "
-                    + self._topology.describe()
-                )
-            await self._topology.wait_for_update(deadline)
-
-    async def ready(
-        self,
-        masters_count: int | None = None,
-        replicas_count: int | None = None,
-        timeout: float = 10,
-    ) -> None:
-        """Wait until ``masters_count`` primaries and ``replicas_count`` replicas are usable, or,
-        with both omitted, until every host is. Both counts must be given or both omitted.
-        Raises :class:`ReadyTimeoutError` (an ``asyncio.TimeoutError``) after ``timeout`` seconds.
-        """
-        if (masters_count is None) != (replicas_count is None):
-            raise ConfigurationError(
-                "ready() takes masters_count and replicas_count together, or neither "
-                "(then it waits for every host)"
-            )
-        if masters_count is not None and masters_count < 0:
-            raise ConfigurationError(f"masters_count must not be negative, got {masters_count}")
-        if replicas_count is not None and replicas_count < 0:
-            raise ConfigurationError(f"replicas_count must not be negative, got {replicas_count}")
-        timeout = positive(timeout, "timeout")
-        if masters_count is not None and replicas_count is not None:
-            self._check_reachable(masters_count, replicas_count)
-        if masters_count is None or replicas_count is None:
-            await self._wait_until(self._all_available, timeout, "every host")
-            return
-        m, r = masters_count, replicas_count
-        await self._wait_until(
-            lambda: self.master_pool_count >= m and self.replica_pool_count >= r,
-            timeout,
-            f"{m} primary(ies) and {r} replica(s)",
-        )
-
-    def _check_reachable(self, masters: int, replicas: int) -> None:
-        """Refuse counts no cluster of these hosts can ever show, instead of waiting them out."""
-        hosts = len(self._entries)
-        if masters + replicas > hosts:
-            raise ConfigurationError(
-                f"{masters} primary(ies) and {replicas} replica(s) can never be ready: the DSN "
-                f"names {hosts} host(s), and each host is the primary or a replica"
-            )
-
-    def _all_available(self) -> bool:
-        return all(e.state.available and e.pool is not None for e in self._entries)
-
-    async def wait_all_ready(self, timeout: float | None = None) -> None:
-        """Wait until every host is available with an open pool (bounded by ``timeout`` if given)."""
-        await self._wait_until(self._all_available, timeout, "every host")
-
-    async def wait_masters_ready(self, masters_count: int, timeout: float | None = None) -> None:
-        """Wait until at least ``masters_count`` primaries are usable."""
-        self._check_reachable(masters_count, 0)
-        await self._wait_until(
-            lambda: self.master_pool_count >= masters_count,
-            timeout,
-            f"{masters_count} primary(ies)",
-        )
-
-    async def wait_replicas_ready(self, replicas_count: int, timeout: float | None = None) -> None:
-        """Wait until at least ``replicas_count`` replicas are usable."""
-        self._check_reachable(0, replicas_count)
-        await self._wait_until(
-            lambda: self.replica_pool_count >= replicas_count,
-            timeout,
-            f"{replicas_count} replica(s)",
-        )
-
     def refresh(self, host: str | None = None) -> None:
         """Probe ``host`` (``"host:port"`` as in :meth:`host_states`), or every host, now instead
         of at its next ``refresh_delay``. Returns at once; see :meth:`wait_next_pool_check`."""
@@ -713,13 +631,6 @@ class PoolManager(HasqlPoolApi):
             raise ValueError(f"no host {host!r} in this PoolManager; its hosts are {names}")
         for monitor in monitors:
             monitor.wake()
-
-    async def wait_next_pool_check(self, timeout: float = 10) -> None:
-        """Wait until every host has been probed again, by a probe that started after this call."""
-        targets = [(e, e.checks + 2) for e in self._entries]
-        await self._wait_until(
-            lambda: all(e.checks >= n for e, n in targets), timeout, "the next check of every host"
-        )
 
     # -- introspection -------------------------------------------------------------------------------
 
@@ -795,31 +706,6 @@ class PoolManager(HasqlPoolApi):
     def pool_factory_kwargs(self) -> Mapping[str, Any]:
         """A read-only copy of the pool options given."""
         return self._pool_factory_kwargs
-
-    @property
-    def pools(self) -> list[Any]:
-        """Every open pool, in DSN order."""
-        return [e.pool for e in self._entries if e.pool is not None]
-
-    @property
-    def master_pool_count(self) -> int:
-        """Usable hosts that claim to be primary (hasql's meaning): 1 normally, 0 during a
-        failover, 2 or more during a split brain (of which only the winner takes writes)."""
-        return sum(
-            1
-            for e in self._entries
-            if e.state.role is Role.PRIMARY and e.pool is not None and e.suspect is None
-        )
-
-    @property
-    def replica_pool_count(self) -> int:
-        """Usable replicas within the manager's lag limit."""
-        return len(self._topology.fresh_standbys)
-
-    @property
-    def available_pool_count(self) -> int:
-        """Hosts that answered their latest probe and have an open pool."""
-        return sum(1 for e in self._entries if e.state.available and e.pool is not None)
 
     @property
     def closing(self) -> bool:

@@ -49,7 +49,8 @@ async def test_staleness_policy_means_max_lag_with_fallback_to_stale_replicas(ma
     assert metrics.gauges.stale_count == 1 and metrics.gauges.replica_count == 0
     replica = next(p for p in metrics.pools if p.host == "db1:5432")
     assert replica.role is PoolRole.REPLICA and replica.staleness is PoolStaleness.STALE
-    assert replica.lag["time"] > datetime.timedelta(milliseconds=200)
+    # Marked stale when it could cross the limit (the monitor's timer), with the lag last measured.
+    assert replica.lag["bytes"] > 0 and isinstance(replica.lag["time"], datetime.timedelta)
 
 
 async def test_without_stale_fallback_a_stale_replica_is_never_used(make_manager):

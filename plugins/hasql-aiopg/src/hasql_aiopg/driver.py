@@ -774,6 +774,13 @@ class AiopgSaDriver(_AiopgBase[Any, Any]):
         """True when the ``SAConnection`` was closed (given back) or its connection is closed."""
         return bool(connection.closed)
 
+    async def query_row(self, connection: Any, query: str) -> Sequence[Any]:
+        """Run the core's ``query`` on the aiopg connection under the ``SAConnection``."""
+        raw = self._raw(connection)
+        if raw is None:
+            raise psycopg2.InterfaceError("the SAConnection is closed")
+        return await self.probe(raw, query)
+
 
 class AiopgSaAliasDriver(AiopgSaDriver):
     """The ``aiopg_sa`` driver under the name ``aiopg.sa``."""

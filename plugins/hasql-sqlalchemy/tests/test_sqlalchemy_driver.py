@@ -1,20 +1,25 @@
 """Driver-level tests of hasql-sqlalchemy beyond the shared suites: names, DSN handling, pool
-sizes with overflow, error facts, hasql's README example and secrets."""
+sizes with overflow, cancelled connects, error facts, hasql's README example and secrets."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
+import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hasql_sqlalchemy import AsyncSqlalchemyDriver, SqlalchemyDriver
 from hasql_sqlalchemy._url import engine_arguments
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.util import await_only
 from sqlalchemy_helpers import DRIVER_NAME, dialect_dsn
 
 from hasql_core import PoolManager
-from hasql_core.driver import ErrorKind
+from hasql_core.driver import Driver, ErrorKind
 from hasql_core.dsn import parse_dsn
 from hasql_core.errors import AcquireTimeoutError
 from hasql_core.testing.cluster import LocalCluster
@@ -30,6 +35,18 @@ def _backends(cluster: LocalCluster, node: Any, app_name: str) -> int:
         f"WHERE backend_type = 'client backend' AND application_name = '{app_name}'",
     )
     return int(rows[0][0])
+
+
+@contextlib.contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector off: what only a collection would close stays open."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def test_both_names_resolve_through_entry_points() -> None:
@@ -196,3 +213,99 @@ async def test_no_password_in_reprs_errors_or_logs(
     for shown in [*texts, caplog.text]:
         assert password not in shown
         assert "not-the-password" not in shown
+
+
+async def test_cancelled_acquires_and_releases_leave_no_session_beyond_the_pool(
+    shared_cluster: LocalCluster, driver: Driver[Any, Any, Any], app_name: str
+) -> None:
+    """Acquires, statements and releases cancelled at random (pool_size=1, max_overflow=2: the
+    overflow connections are closed when they come back, so connects are cancelled too) leave
+    the server with exactly the sessions the pool counts as open.
+
+    A connect cancelled mid-handshake must close its half-made connection at once: psycopg's own
+    ``connect()`` leaves it to the garbage collector (the session lives as long as the
+    cancellation's traceback), so the cyclic collector is kept off here to make that show."""
+    node = shared_cluster.primary
+    dsn = parse_dsn(f"{node.dsn}?application_name={app_name}")  # the driver picks the dialect
+    pool = driver.create_pool(dsn, {"pool_size": 1, "max_overflow": 2})
+    rng = random.Random(20260517)
+
+    async def user() -> None:
+        conn = await driver.acquire(pool, 10.0)
+        try:
+            await conn.exec_driver_sql("SELECT pg_sleep(0.001)")
+        except BaseException:
+            driver.discard(pool, conn)  # an interrupted statement: the core never resets it
+            raise
+        try:
+            await driver.release(pool, conn)
+        except BaseException:
+            driver.discard(pool, conn)  # as the core does when its caller is cancelled
+            raise
+
+    def sessions() -> int:
+        return _backends(shared_cluster, node, app_name)
+
+    try:
+        await asyncio.wait_for(driver.open_pool(pool), 10)
+        with _without_cyclic_gc():
+            for _ in range(40):
+                tasks = [asyncio.ensure_future(user()) for _ in range(10)]
+                await asyncio.sleep(rng.random() * 0.01)
+                for task in tasks:
+                    if rng.random() < 0.6:
+                        task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                del tasks
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while True:
+                stats = driver.pool_stats(pool)
+                assert stats.in_use == 0, stats
+                assert stats.size <= stats.max, stats
+                on_server = await asyncio.to_thread(sessions)
+                if on_server == stats.size:
+                    break
+                assert loop.time() < deadline, (
+                    f"the server has {on_server} sessions of the pool, its statistics {stats}"
+                )
+                await asyncio.sleep(0.05)
+    finally:
+        await driver.terminate_pool(pool)
+
+
+async def test_connect_cancelled_in_its_connect_hooks_is_not_counted(
+    shared_cluster: LocalCluster, driver: Driver[Any, Any, Any], app_name: str
+) -> None:
+    """An acquire cancelled while SQLAlchemy runs the pool's connect hooks (for asyncpg the
+    dialect's set-up queries) leaves no session, and the statistics count none: SQLAlchemy closes
+    such a connection without a ``close`` event."""
+    node = shared_cluster.primary
+    dsn = parse_dsn(f"{node.dsn}?application_name={app_name}")
+    pool = driver.create_pool(dsn, {"pool_size": 1, "max_overflow": 0})
+    in_hook = asyncio.Event()
+
+    def slow_hook(dbapi_connection: Any, record: Any) -> None:
+        in_hook.set()
+        await_only(asyncio.sleep(30))
+
+    event.listen(pool.sync_engine.pool, "connect", slow_hook)
+    try:
+        acquiring = asyncio.ensure_future(driver.acquire(pool, 10.0))
+        await asyncio.wait_for(in_hook.wait(), 10)
+        acquiring.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await acquiring
+        stats = driver.pool_stats(pool)
+        assert (stats.size, stats.idle, stats.in_use) == (0, 0, 0), stats
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while await asyncio.to_thread(_backends, shared_cluster, node, app_name):
+            assert loop.time() < deadline, "the cancelled connect left its session open"
+            await asyncio.sleep(0.05)
+        event.remove(pool.sync_engine.pool, "connect", slow_hook)
+        conn = await asyncio.wait_for(driver.acquire(pool, 10.0), 10)
+        assert driver.pool_stats(pool).size == 1
+        await driver.release(pool, conn)
+    finally:
+        await driver.terminate_pool(pool)

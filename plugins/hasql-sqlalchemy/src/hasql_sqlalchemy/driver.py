@@ -17,7 +17,13 @@ SQLAlchemy behaviour this driver works around (each one checked against real ser
   ends the release by closing its socket.
 - Invalidated connections leave empty slots in the pool that SQLAlchemy still counts as checked
   in, so ``size() + overflow()`` over-counts open connections: the driver counts open connections
-  itself through the pool's ``connect``/``close``/``detach`` events.
+  itself through the pool's ``connect``/``close``/``detach`` events. A connection whose connect
+  hooks fail (a cancellation during the dialect's set-up queries) is closed by SQLAlchemy without
+  a ``close`` event, so connections whose library connection is closed are left out when the
+  statistics are read.
+- psycopg's ``connect()`` cancelled mid-handshake leaves the libpq connection to the garbage
+  collector (the server session, already authenticated, stays idle meanwhile, in no pool's count):
+  the psycopg dialect connects through a subclass whose ``connect()`` closes it at once.
 - Closing a connection without waiting on the server is not offered for every dialect
   (``AsyncConnection.invalidate()`` waits as above; the psycopg dialect has no ``terminate``), so
   :meth:`~AsyncSqlalchemyDriver.discard` closes the socket of the library's own connection first
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import gc
 import logging
@@ -36,7 +43,7 @@ import os
 import select
 import socket
 import weakref
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Generator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy.exc as sa_exc
@@ -242,6 +249,13 @@ def _raw_is_closed(raw: Any) -> bool:
     return False
 
 
+def _dbapi_is_closed(dbapi_connection: Any) -> bool:
+    """Whether the library connection under SQLAlchemy's DBAPI adapter ``dbapi_connection`` is
+    closed; no I/O."""
+    raw = getattr(dbapi_connection, "driver_connection", None)
+    return raw is not None and _raw_is_closed(raw)
+
+
 async def _finish(connection: AsyncConnection) -> None:
     """Invalidate ``connection`` (its slot goes back to the pool, empty) and close it. Called after
     its socket was closed, so neither step waits on the server."""
@@ -329,16 +343,62 @@ CANCEL_TIMEOUT = 0.5
 
 def bounded_cancel_connection_class() -> type[Any]:
     """A subclass of ``psycopg.AsyncConnection`` whose cancel requests take at most
-    :data:`CANCEL_TIMEOUT`; the psycopg dialect makes its connections with it (through
+    :data:`CANCEL_TIMEOUT` and whose ``connect()`` closes a half-made connection when it is
+    interrupted; the psycopg dialect makes its connections with it (through
     ``connect_args["async_creator_fn"]``) unless the user gives a creator of their own."""
     if psycopg is None:  # pragma: no cover
         raise ConfigurationError("the psycopg dialect needs psycopg: pip install 'psycopg[binary]'")
     return _bounded_cancel_class(psycopg.AsyncConnection)
 
 
+#: The handshakes (psycopg's connection generators) started by the ``connect()`` running in this
+#: task; see ``BoundedCancelAsyncConnection.connect``.
+_HANDSHAKES: contextvars.ContextVar[list[Generator[Any, Any, Any]] | None] = contextvars.ContextVar(
+    "hasql_sqlalchemy_handshakes", default=None
+)
+
+
+def _end_handshakes(handshakes: list[Generator[Any, Any, Any]]) -> None:
+    """Close psycopg connection generators left suspended mid-handshake: closing one drops the
+    only reference to its libpq connection, which libpq then closes (a finished generator is left
+    as it is)."""
+    for handshake in handshakes:
+        try:
+            handshake.close()
+        except Exception as error:  # pragma: no cover - a library change
+            log.debug("closing an interrupted psycopg handshake: %r", error)
+
+
 @functools.cache
 def _bounded_cancel_class(base: type[Any]) -> type[Any]:
     class BoundedCancelAsyncConnection(base):  # type: ignore[misc]
+        @classmethod
+        async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+            """psycopg's ``connect()``, except that a handshake it leaves unfinished (cancelled,
+            or given up at ``connect_timeout``) is closed at once.
+
+            psycopg drives the handshake with a generator holding the libpq connection and, when
+            the wait is interrupted, leaves that generator suspended in the frames of the
+            exception's traceback: the server session (already past authentication, idle)
+            lives until the garbage collector breaks the cycle, outside every pool's count.
+            """
+            handshakes: list[Generator[Any, Any, Any]] = []
+            token = _HANDSHAKES.set(handshakes)
+            try:
+                return await super().connect(*args, **kwargs)
+            finally:
+                _end_handshakes(handshakes)
+                with contextlib.suppress(ValueError):  # closed outside the task that ran it
+                    _HANDSHAKES.reset(token)
+
+        @classmethod
+        def _connect_gen(cls, *args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            handshake: Generator[Any, Any, Any] = super()._connect_gen(*args, **kwargs)
+            handshakes = _HANDSHAKES.get()
+            if handshakes is not None:
+                handshakes.append(handshake)
+            return handshake
+
         async def cancel_safe(self, *, timeout: float = 30.0) -> None:
             limit = min(timeout, CANCEL_TIMEOUT) if timeout else CANCEL_TIMEOUT
             try:
@@ -547,8 +607,9 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
         self._states[id(engine)] = state
         pool = engine.sync_engine.pool
 
-        # insert=True: counted before the dialect's own connect hooks run, which may fail; a
-        # failure closes the connection, and the close event then uncounts it.
+        # insert=True: counted before the dialect's own connect hooks run, which may fail (or be
+        # cancelled); SQLAlchemy then closes the connection without a close event, and
+        # pool_stats() leaves it out as closed.
         def on_connect(dbapi_connection: Any, record: Any) -> None:
             state.open.add(dbapi_connection)
             record.info[_GENERATION] = state.generation
@@ -596,7 +657,8 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
             if pending:
                 # Connections being made are let finish for a moment rather than cut off
                 # mid-way: a library connect cancelled just as the server accepted it can leave
-                # the session open until the garbage collector finds it (psycopg).
+                # the session open until the garbage collector finds it (psycopg's own
+                # connect(), when the user gives a creator in place of the driver's).
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait(pending, timeout=OPEN_GRACE)
                 pending = [task for task in pending if not task.done()]
@@ -605,8 +667,9 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
             if pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait(pending, timeout=TASK_END_TIMEOUT)
-                # psycopg leaves a connection whose connect was cancelled as the server accepted
-                # it in a reference cycle: its session stays open until a collection finds it.
+                # psycopg's own connect() leaves a connection whose handshake was cancelled in
+                # a reference cycle: its session stays open until a collection finds it (the
+                # driver's creator closes it at once; a user's creator may not).
                 gc.collect()
             for task in opening:
                 if task.done() and not task.cancelled() and task.exception() is None:
@@ -808,13 +871,16 @@ class AsyncSqlalchemyDriver(Driver[AsyncEngine, AsyncConnection, AsyncConnection
         ``max`` is ``pool_size + max_overflow`` (``UNLIMITED`` for ``max_overflow=-1`` or a
         ``NullPool``), ``min`` the connections opened with the pool (``pool_size``, or 0 without
         ``prefill``), ``size`` the open
-        connections (counted from the pool's events: slots SQLAlchemy emptied after an
-        invalidation are not connections), ``in_use`` the connections handed out through this
-        driver and not yet given back, ``idle`` the open connections waiting in the pool. No I/O.
+        connections (counted from the pool's events, less connections whose library connection
+        is closed: slots SQLAlchemy emptied after an invalidation are not connections),
+        ``in_use`` the connections handed out through this driver and not yet given back,
+        ``idle`` the open connections waiting in the pool. No I/O.
         """
         state = self._state(pool)
         if state is None:
             return PoolStats(min=0, max=0, size=0, idle=0, in_use=0)
+        # SQLAlchemy closes a connection whose connect hooks failed without a close event.
+        state.open.difference_update([c for c in state.open if _dbapi_is_closed(c)])
         size = len(state.open)
         sa_pool = pool.sync_engine.pool
         checked_out = sa_pool.checkedout() if isinstance(sa_pool, QueuePool) else len(state.out)

@@ -39,7 +39,16 @@ def dialect_dsn(dsn: str, dialect: str) -> str:
 
 
 class SqlalchemySql:
-    """Runs SQL on ``AsyncConnection`` objects (SQLAlchemy begins a transaction by itself)."""
+    """Runs SQL on ``AsyncConnection`` objects (SQLAlchemy begins a transaction by itself), and
+    writes the shared suites' pool sizes in SQLAlchemy's words."""
+
+    def pool_options(self, min_size: int, max_size: int) -> dict[str, Any]:
+        """A pool of ``min_size`` to ``max_size`` connections: ``pool_size`` (opened with the pool,
+        kept open) and ``pool_size + max_overflow``; a ``min_size`` of 0 is ``pool_size=max_size``
+        (``pool_size=0`` means no limit to SQLAlchemy)."""
+        if min_size == 0:
+            return {"pool_size": max_size, "max_overflow": 0}
+        return {"pool_size": min_size, "max_overflow": max_size - min_size}
 
     async def fetchval(self, connection: Any, sql: str) -> Any:
         return (await connection.exec_driver_sql(sql)).scalar()

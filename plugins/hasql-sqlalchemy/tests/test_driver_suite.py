@@ -18,16 +18,11 @@ from hasql_core.testing.driver_suite import *  # noqa: F403 - the suite's tests 
 
 
 class SqlalchemySuiteAdapter(SqlalchemySql):
-    """The suite's view of this driver for one dialect."""
+    """The suite's view of this driver for one dialect (pool sizes: ``SqlalchemySql.pool_options``)."""
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         self.driver_name: Any = driver_for(dialect)
-
-    def pool_options(self, min_size: int, max_size: int) -> dict[str, Any]:
-        if min_size == 0:  # pool_size=0 means "no limit" to SQLAlchemy
-            return {"pool_size": max_size, "max_overflow": 0}
-        return {"pool_size": min_size, "max_overflow": max_size - min_size}
 
 
 @pytest.fixture
@@ -41,5 +36,5 @@ def _sqlalchemy_keeps_no_overflow(request: pytest.FixtureRequest) -> None:
         pytest.skip(
             "SQLAlchemy closes an overflow connection when it comes back (a QueuePool keeps "
             "pool_size open, not max), so size=max at rest cannot hold; "
-            "test_sqlalchemy_pool.py checks sizes and statistics the SQLAlchemy way"
+            "test_sqlalchemy_driver.py checks sizes and statistics the SQLAlchemy way"
         )

@@ -14,6 +14,11 @@ A plugin runs it by importing the tests into one of its test modules and providi
     def conformance_sql() -> SqlRunner:
         return MySqlRunner()   # runs a query on one of the driver's connections
 
+Pools are sized in asyncpg's and psycopg_pool's words (``min_size``/``max_size``) unless the
+runner also has the driver suite adapter's ``pool_options(min_size, max_size)`` method (see
+:meth:`hasql_core.testing.driver_suite.DriverSuiteAdapter.pool_options`), which then writes
+every ``pool_factory_kwargs`` the suite passes: a driver suite adapter serves as the runner.
+
 Every test starts its own local cluster (``hasql_core.testing.cluster``) and drives a real
 :class:`~hasql_core.PoolManager` over it. Time bounds here are behavioural bounds with generous slack,
 not performance targets.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -58,13 +64,28 @@ SLACK = 3.0
 
 
 class SqlRunner(Protocol):
-    """How the suite runs SQL on a connection handed out by the plugin's driver."""
+    """How the suite runs SQL on a connection handed out by the plugin's driver.
+
+    A runner may also have ``pool_options(min_size, max_size) -> dict``: the ``pool_factory_kwargs``
+    of a pool of ``min_size`` to ``max_size`` connections in the library's own words (see
+    :func:`pool_options`).
+    """
 
     async def fetchval(self, connection: Any, sql: str) -> Any:
         """Run ``sql`` and return the first column of its first row."""
 
     async def execute(self, connection: Any, sql: str) -> None:
         """Run ``sql`` (a write) and commit it."""
+
+
+def pool_options(sql: SqlRunner, min_size: int, max_size: int) -> dict[str, Any]:
+    """``pool_factory_kwargs`` for a pool of ``min_size`` to ``max_size`` connections: from the
+    runner's ``pool_options`` method when it has one, else asyncpg's and psycopg_pool's
+    ``min_size``/``max_size``."""
+    own: Callable[[int, int], dict[str, Any]] | None = getattr(sql, "pool_options", None)
+    if own is not None:
+        return own(min_size, max_size)
+    return {"min_size": min_size, "max_size": max_size}
 
 
 @pytest.fixture
@@ -78,9 +99,10 @@ def conformance_cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture
 async def conformance_manager(
-    conformance_cluster: LocalCluster, conformance_driver: str
+    conformance_cluster: LocalCluster, conformance_driver: str, conformance_sql: SqlRunner
 ) -> AsyncIterator[Callable[..., Awaitable[PoolManager]]]:
-    """Make ready managers over the cluster with fast monitor settings; all closed at the end."""
+    """Make ready managers over the cluster with fast monitor settings and pools of 1 to 4
+    connections (see :func:`pool_options`); all closed at the end."""
     managers: list[PoolManager] = []
 
     async def make(ready: bool = True, **kwargs: Any) -> PoolManager:
@@ -88,7 +110,7 @@ async def conformance_manager(
             "refresh_delay": REFRESH_DELAY,
             "refresh_timeout": REFRESH_TIMEOUT,
             "acquire_timeout": 5.0,
-            "pool_factory_kwargs": {"min_size": 1, "max_size": 4},
+            "pool_factory_kwargs": pool_options(conformance_sql, 1, 4),
             **kwargs,
         }
         manager = PoolManager(conformance_cluster.dsn, driver=conformance_driver, **options)
@@ -157,9 +179,10 @@ async def test_pool_sizes_are_exact(
     conformance_cluster: LocalCluster, conformance_manager: Any, conformance_sql: SqlRunner
 ) -> None:
     """Each host has exactly the pool's connections plus one monitor connection."""
-    options = {"min_size": 3, "max_size": 3}
+    options = pool_options(conformance_sql, 3, 3)
+    unchanged = copy.deepcopy(options)
     pm = await conformance_manager(pool_factory_kwargs=options)
-    assert options == {"min_size": 3, "max_size": 3}
+    assert options == unchanged
     for node in conformance_cluster.nodes:
         assert _backends(conformance_cluster, node) == 3 + 1
     held = [await pm.acquire_master() for _ in range(3)]
@@ -365,7 +388,7 @@ async def test_cancelled_acquires_leak_nothing(
 ) -> None:
     """Acquires cancelled at random points leave every connection idle in its pool."""
     cluster = conformance_cluster
-    pm = await conformance_manager(pool_factory_kwargs={"min_size": 1, "max_size": 3})
+    pm = await conformance_manager(pool_factory_kwargs=pool_options(conformance_sql, 1, 3))
     rng = random.Random(7)
 
     async def user() -> None:

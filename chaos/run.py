@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import re
 import shutil
 import sys
 import time
@@ -56,10 +57,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON here")
     parser.add_argument("--out", type=Path, default=Path("chaos-results"), metavar="DIR")
+    parser.add_argument(
+        "--series",
+        metavar="ID",
+        help="part of a series (the chaos sessions of one nox run, one per environment): write "
+        "chaos-ID-LABEL.*, and chaos-ID.* / latest.* as the matrix of every part of ID so far",
+    )
+    parser.add_argument(
+        "--label", metavar="NAME", help="this part's name within --series (its environment)"
+    )
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if (args.series is None) != (args.label is None):
+        parser.error("--series and --label go together")
+    for value in (args.series, args.label):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
+            parser.error(f"--series and --label are file name parts: {value!r}")
     return args
 
 
@@ -97,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing or not wanted:
         print(
             f"driver(s) not installed: {', '.join(missing) or 'none at all'} (installed: "
-            f"{', '.join(available) or 'none'}); pip install ./plugins/hasql-asyncpg "
-            "./plugins/hasql-psycopg3 'psycopg[binary]'",
+            f"{', '.join(available) or 'none'}); the nox sessions chaos(env='main') and "
+            "chaos(env='aiopg_sa') install them (aiopg_sa needs SQLAlchemy 1.4, the others 2.x)",
             file=sys.stderr,
         )
         return 2
@@ -110,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now()
-    stamp = started.strftime("%Y%m%d-%H%M%S")
+    stamp: str = args.series or started.strftime("%Y%m%d-%H%M%S")
+    base = f"chaos-{stamp}-{args.label}" if args.label else f"chaos-{stamp}"
     logs = out / f"logs-{stamp}"
     t0 = time.monotonic()
     _say(
@@ -140,13 +156,22 @@ def main(argv: list[str] | None = None) -> int:
         "environment": report.environment(),
         "duration_s": time.monotonic() - t0,
         "logs": str(logs),
+        "label": args.label,
     }
     results = report.assemble(meta, runs, order)
     text = report.markdown(results)
-    paths = {"md": out / f"chaos-{stamp}.md", "json": out / f"chaos-{stamp}.json"}
+    paths = {"md": out / f"{base}.md", "json": out / f"{base}.json"}
     paths["md"].write_text(text)
     paths["json"].write_text(json.dumps(results, indent=1, default=str))
-    for kind, path in paths.items():
+    latest = paths
+    combined: dict[str, Any] | None = None
+    if args.series:
+        parts = sorted(out.glob(f"chaos-{args.series}-*.json"))
+        combined = report.combine([json.loads(part.read_text()) for part in parts])
+        latest = {"md": out / f"chaos-{args.series}.md", "json": out / f"chaos-{args.series}.json"}
+        latest["md"].write_text(report.markdown(combined))
+        latest["json"].write_text(json.dumps(combined, indent=1, default=str))
+    for kind, path in latest.items():
         shutil.copyfile(path, out / f"latest.{kind}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     print(f"Written: {paths['md']}, {paths['json']} (logs: {logs})")
+    if combined is not None and len(combined["meta"]["parts"]) > 1:
+        print(
+            f"Series {args.series} so far ({', '.join(combined['meta']['parts'])}): "
+            f"{latest['md']} ({report.summary_line(combined)})"
+        )
     print(report.summary_line(results), flush=True)
     summary = results["summary"]
     return 1 if summary["violations"] or summary["void_runs"] else 0

@@ -35,7 +35,7 @@ from . import procs
 from . import settings as S
 from .capture import Capture, find_secret, write_masked
 from .checks import RunData, evaluate
-from .drivers import SCHEMA_SQL, DriverSql, sql_for
+from .drivers import SCHEMA_SQL, STATEMENT_PREFIXES, DriverSql, sql_for
 from .faults import Fault, HarnessError, Scenario
 from .workload import HostNames, Workload, describe_error
 
@@ -137,7 +137,7 @@ def _describe_task(task: asyncio.Task[Any]) -> str:
     coro = task.get_coro()
     name = getattr(coro, "__qualname__", repr(coro))
     mine = getattr(coro, "__module__", "") == DriverSql.__module__ or name.startswith(
-        ("AsyncpgSql.", "PsycopgSql.")
+        STATEMENT_PREFIXES
     )
     text = f"{task.get_name()}: {name}"
     return text + " (a statement of the application, still running)" if mine else text
@@ -158,10 +158,10 @@ async def _body(
     scenario.on_step = lambda: idents.update(procs.snapshot(cluster))
     data.scenario = scenario
     before = asyncio.all_tasks()
-    dsn = f"{cluster.proxied_dsn}?application_name={S.APPLICATION_NAME}"
+    dsn = sql.dsn(f"{cluster.proxied_dsn}?application_name={S.APPLICATION_NAME}")
     pm = PoolManager(
         dsn,
-        driver=data.driver,
+        driver=sql.driver,
         acquire_timeout=S.ACQUIRE_TIMEOUT,
         refresh_delay=S.REFRESH_DELAY,
         refresh_timeout=S.REFRESH_TIMEOUT,

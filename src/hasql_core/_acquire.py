@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Awaitable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,7 +17,7 @@ class Acquirer(Protocol):
 
     def report_error(self, connection: Any, error: BaseException) -> None: ...
 
-    async def _give_back(self, connection: Any, failure: BaseException | None) -> None: ...
+    def _give_back(self, connection: Any, failure: BaseException | None) -> Awaitable[None]: ...
 
 
 class AcquireRequest:

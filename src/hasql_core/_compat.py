@@ -8,7 +8,7 @@ them from :class:`HasqlPoolApi`; new code needs none of them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._acquire import AcquireContext, AcquireRequest
@@ -63,7 +63,7 @@ class HasqlPoolApi:
 
         def report_error(self, connection: Any, error: BaseException) -> None: ...
 
-        async def _give_back(self, connection: Any, failure: BaseException | None) -> None: ...
+        def _give_back(self, connection: Any, failure: BaseException | None) -> Awaitable[None]: ...
 
     def _entry_of(self, pool: Any) -> HostEntry:
         entry = self._entry_by_pool.get(id(pool))

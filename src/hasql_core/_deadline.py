@@ -63,7 +63,7 @@ async def await_until(awaitable: Awaitable[T], deadline: float) -> T:
     return result
 
 
-class _Resumed:
+class Resumed:
     """Awaitable that carries on a coroutine already advanced to its first suspension point."""
 
     __slots__ = ("_coro", "_first")
@@ -102,7 +102,7 @@ async def run_until(coro: Coroutine[Any, Any, T], deadline: float) -> T:
     except StopIteration as stop:
         result: T = stop.value
         return result
-    return await await_until(_Resumed(coro, first), deadline)
+    return await await_until(Resumed(coro, first), deadline)
 
 
 async def within(awaitable: Awaitable[T], timeout: float) -> T:

@@ -14,7 +14,7 @@ from time import monotonic
 from typing import Any
 
 from ._acquire_stats import AcquireRecorder
-from ._deadline import run_until
+from ._deadline import Resumed, await_until
 from ._topology import HostEntry
 from .driver import Driver
 from .error_kinds import HOST_FAILURES, ErrorKind
@@ -37,10 +37,10 @@ class Handout:
     __slots__ = (
         "_driver",
         "_failed",
-        "_out",
         "_release_timeout",
         "_suspect",
         "all_returned",
+        "out",
         "stats",
     )
 
@@ -54,8 +54,9 @@ class Handout:
         self._release_timeout = release_timeout
         self._suspect = suspect
         #: id -> (connection, its host, when it was handed out (time.monotonic()) if counted).
-        #: id -> (connection, host, when handed out (stats only), the pool it came from).
-        self._out: dict[int, tuple[Any, HostEntry, float | None, Any]] = {}
+        #: id -> (connection, host, when handed out (stats only), the pool it came from). The
+        #: acquire path adds records here directly (see :meth:`add` for their shape).
+        self.out: dict[int, tuple[Any, HostEntry, float | None, Any]] = {}
         #: ids of handed-out connections that failed with a host failure.
         self._failed: set[int] = set()
         self.all_returned: asyncio.Event | None = None
@@ -63,26 +64,26 @@ class Handout:
         self.stats: AcquireRecorder | None = None
 
     def __len__(self) -> int:
-        return len(self._out)
+        return len(self.out)
 
     def add(self, connection: Any, entry: HostEntry, handed_out_at: float | None = None) -> None:
         """Record that ``connection`` came from ``entry``'s pool, handed out at ``handed_out_at``
         (``time.monotonic()``; given when acquire stats are on, to count its use time)."""
-        self._out[id(connection)] = (connection, entry, handed_out_at, entry.pool)
+        self.out[id(connection)] = (connection, entry, handed_out_at, entry.pool)
 
     def host_of(self, connection: Any) -> HostEntry | None:
         """The host ``connection`` came from, or None when it is not handed out."""
-        item = self._out.get(id(connection))
+        item = self.out.get(id(connection))
         return None if item is None else item[1]
 
     def hosts(self) -> Iterator[HostEntry]:
         """The host of every handed-out connection (one item per connection)."""
-        return (item[1] for item in self._out.values())
+        return (item[1] for item in self.out.values())
 
     def watch_returns(self) -> asyncio.Event:
         """An event set once no connection is out any more (for a graceful close)."""
         self.all_returned = asyncio.Event()
-        if not self._out:
+        if not self.out:
             self.all_returned.set()
         return self.all_returned
 
@@ -116,7 +117,7 @@ class Handout:
         """Release or discard ``connection`` (see ``PoolManager.release``); ``failure`` is the
         exception that ended its use, if any. ``check_closed=False`` skips asking the driver
         whether the connection is closed (a block that ended normally used it successfully)."""
-        item = self._out.pop(id(connection), None)
+        item = self.out.pop(id(connection), None)
         if item is None:
             raise ValueError(
                 f"release() got a connection this PoolManager did not hand out (or already "
@@ -127,17 +128,36 @@ class Handout:
             self.stats.hosts[entry].used(monotonic() - item[2])
         try:
             pool = item[3]
-            if entry.pool is None:  # terminated meanwhile: the driver closed the connection already
-                return
-            if pool is not entry.pool:  # the host's pool was replaced meanwhile (after an outage)
+            if pool is not entry.pool:
+                if entry.pool is not None:  # replaced meanwhile (after an outage): not back in
+                    self._discard(entry, pool, connection)
+                return  # else terminated meanwhile: the driver closed the connection already
+            if (
+                failure is not None
+                or check_closed
+                or entry.suspect is not None
+                or entry.unavailable
+                or (self._failed and id(connection) in self._failed)
+            ) and self._must_discard(entry, connection, failure, check_closed):
                 self._discard(entry, pool, connection)
                 return
-            if self._must_discard(entry, connection, failure, check_closed):
-                self._discard(entry, pool, connection)
+            # The driver's release, stepped by hand: most releases end without waiting, and then
+            # no deadline is armed (see _deadline.run_until).
+            releasing = self._driver.release(pool, connection, **kwargs)
+            try:
+                waiting_on = releasing.send(None)
+            except StopIteration:
                 return
-            await self._release_within_bound(entry, pool, connection, kwargs)
+            except BaseException as error:
+                self._release_failed(entry, pool, connection, error)
+                return
+            deadline = asyncio.get_running_loop().time() + self._release_timeout
+            try:
+                await await_until(Resumed(releasing, waiting_on), deadline)
+            except BaseException as error:
+                self._release_failed(entry, pool, connection, error)
         finally:
-            if not self._out and self.all_returned is not None:
+            if not self.out and self.all_returned is not None:
                 self.all_returned.set()
 
     def _must_discard(
@@ -149,7 +169,7 @@ class Handout:
             return True
         if isinstance(failure, _INTERRUPTIONS):
             return True
-        if entry.suspect is not None or not entry.state.available:
+        if entry.suspect is not None or entry.unavailable:
             return True
         if check_closed and self._driver.is_connection_closed(connection):
             entry.count_error(ErrorKind.CONNECTION_LOST.value)
@@ -157,14 +177,13 @@ class Handout:
             return True
         return False
 
-    async def _release_within_bound(
-        self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]
+    def _release_failed(
+        self, entry: HostEntry, pool: Any, connection: Any, error: BaseException
     ) -> None:
-        deadline = asyncio.get_running_loop().time() + self._release_timeout
-        try:
-            await run_until(self._driver.release(pool, connection, **kwargs), deadline)
-        except asyncio.TimeoutError:
-            self._discard(entry, pool, connection)
+        """The driver's release did not end well: discard the connection, and re-raise unless the
+        release timed out (its host is then re-probed) or failed with a host failure."""
+        self._discard(entry, pool, connection)
+        if isinstance(error, asyncio.TimeoutError):
             entry.count_error("release_timeout")
             log.info(
                 "giving a connection back to %s took over %gs; discarded it, re-probing the host",
@@ -172,16 +191,14 @@ class Handout:
                 self._release_timeout,
             )
             self._suspect(entry)
-        except asyncio.CancelledError:
-            self._discard(entry, pool, connection)
-            raise
-        except Exception as error:
-            self._discard(entry, pool, connection)
-            kind = self._driver.classify_error(error)
-            if kind not in HOST_FAILURES:
-                raise
-            entry.count_error(kind.value)
-            self._suspect(entry)
+            return
+        if not isinstance(error, Exception):  # a cancelled caller: nothing stays checked out
+            raise error
+        kind = self._driver.classify_error(error)
+        if kind not in HOST_FAILURES:
+            raise error
+        entry.count_error(kind.value)
+        self._suspect(entry)
 
     def _discard(self, entry: HostEntry, pool: Any, connection: Any) -> None:
         entry.discarded += 1

@@ -26,8 +26,8 @@ def choose_host(
     """The host that should serve ``request`` now, or ``None`` when no host can.
 
     - A request for one host's pool (``request.entry``) gets that host while its pool is open.
-    - A write gets the writable primary, handed to ``balancer`` as the only candidate (policies see
-      writes too); with two primaries tied on the highest timeline it raises
+    - A write gets the writable primary, handed to ``balancer`` as the only candidate when the
+      policy ``sees_writes``; with two primaries tied on the highest timeline it raises
       :class:`~hasql_core.errors.SplitBrainError` instead (writes are refused, not guessed).
     - A read gets a standby within the lag limit (the request's, else the manager's), picked by
       ``balancer`` when there are several. The primary joins the candidates with probability
@@ -51,8 +51,8 @@ def choose_host(
                 + "; ".join(e.state.describe() for e in topology.split_brain_tie)
                 + ". Fence or demote all but one of them."
             )
-        if primary is None:
-            return None
+        if primary is None or not balancer.sees_writes:
+            return primary
         return balancer.choose((primary,), False)  # type: ignore[return-value]
     candidates: Sequence[HostEntry] = topology.standbys_within(request.lag_limit)
     if excluded:

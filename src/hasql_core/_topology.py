@@ -73,6 +73,7 @@ class HostEntry:
         "response_time",
         "state",
         "suspect",
+        "unavailable",
     )
 
     def __init__(self, dsn: Dsn, driver: Driver[Any, Any, Any], window: int) -> None:
@@ -80,6 +81,8 @@ class HostEntry:
         self._driver = driver
         self.pool: Any = None
         self.state = HostState(host=dsn.host, port=dsn.port)
+        #: ``not state.available``, kept as a plain attribute for the release path.
+        self.unavailable = True
         #: When (``time.monotonic()``) a handed-out connection failed in a way that blames the
         #: host; cleared by the first probe that started after it.
         self.suspect: float | None = None
@@ -231,6 +234,7 @@ class Topology:
     def _set_state(self, entry: HostEntry, state: HostState) -> None:
         old = entry.state
         entry.state = state
+        entry.unavailable = not state.available
         if old.routing_key() != state.routing_key():
             self._events.host_state_changed(old, state)
 

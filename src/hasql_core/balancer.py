@@ -46,6 +46,11 @@ class BalancerPolicy(abc.ABC):
     #: The name users pass as ``PoolManager(..., balancer_policy=name)``.
     name: ClassVar[str]
 
+    #: Whether :meth:`choose` is called for writes too (with the writable primary as the only
+    #: candidate), e.g. for a policy that records or delays writes. Policies that only spread reads
+    #: set it to False, which saves a call on every write.
+    sees_writes: ClassVar[bool] = True
+
     @abc.abstractmethod
     def choose(self, candidates: Sequence[Candidate], read_only: bool) -> Candidate:
         """Return one of ``candidates`` (never empty) for a read (``read_only``) or write request."""

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from time import monotonic
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -56,6 +56,7 @@ DEFAULT_MASTER_AS_REPLICA_WEIGHT = 0.0
 
 #: An empty set of hosts, shared by every acquire that has excluded none.
 _NOBODY: frozenset[HostEntry] = frozenset()
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 class PoolManager(Readiness, HasqlPoolApi):
@@ -205,6 +206,7 @@ class PoolManager(Readiness, HasqlPoolApi):
         self._tasks: list[asyncio.Task[None]] = []
         self._fast_waiters = 0
         self._handout = Handout(self._driver, self._release_timeout, self._suspect)
+        self._handed_out = self._handout.out  # the acquire path records connections here
         self._closing = False
         self._closed = False
         self._pool_waits = 0
@@ -529,7 +531,12 @@ class PoolManager(Readiness, HasqlPoolApi):
                         counters.pending -= 1
                 now = loop.time()
                 # Use time is measured on time.monotonic(): cheaper than loop.time() at release.
-                self._handout.add(connection, entry, None if counters is None else monotonic())
+                self._handed_out[id(connection)] = (
+                    connection,
+                    entry,
+                    None if counters is None else monotonic(),
+                    entry.pool,
+                )
                 entry.acquire_count += 1
                 entry.acquire_time += now - started
                 if stats is not None and counters is not None:
@@ -603,9 +610,10 @@ class PoolManager(Readiness, HasqlPoolApi):
         ``token`` when given); read ``session.token`` at the end to hand it to the client."""
         return causal_scope(self.causal_session(token, catch_up=catch_up))
 
-    async def _give_back(self, connection: Any, failure: BaseException | None) -> None:
-        """Release or discard a connection whose ``async with`` block just ended."""
-        await self._handout.give_back(connection, {}, failure, check_closed=failure is not None)
+    def _give_back(self, connection: Any, failure: BaseException | None) -> Awaitable[None]:
+        """Release or discard a connection whose ``async with`` block just ended (the handout's
+        coroutine itself, without a coroutine of the manager's around it)."""
+        return self._handout.give_back(connection, _NO_KWARGS, failure, failure is not None)
 
     def report_error(self, connection: Any, error: BaseException) -> None:
         """Tell the manager that ``error`` was raised while ``connection`` was in use.

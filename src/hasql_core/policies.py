@@ -17,6 +17,7 @@ class GreedyPolicy(BalancerPolicy):
     """
 
     name = "greedy"
+    sees_writes = False
 
     def choose(self, candidates: Sequence[Candidate], read_only: bool) -> Candidate:
         """Return a candidate with the most free capacity."""
@@ -56,6 +57,7 @@ class RandomWeightedPolicy(BalancerPolicy):
     """
 
     name = "random_weighted"
+    sees_writes = False
 
     def choose(self, candidates: Sequence[Candidate], read_only: bool) -> Candidate:
         """Return a random candidate, faster hosts more often."""

@@ -55,6 +55,28 @@ class AcquireRequest:
         self.kwargs = kwargs
         self.entry = entry
 
+    def pinned_to(self, entry: HostEntry) -> AcquireRequest:
+        """This request, served from ``entry``'s pool whatever the host's role (same deadline
+        and acquire arguments)."""
+        return self._copy(self.read_only, entry)
+
+    def for_writes(self) -> AcquireRequest:
+        """This request as a write: served by the writable primary (same deadline and acquire
+        arguments)."""
+        return self._copy(False, None)
+
+    def _copy(self, read_only: bool, entry: HostEntry | None) -> AcquireRequest:
+        return AcquireRequest(
+            read_only,
+            self.fallback_master,
+            self.weight,
+            self.lag_limit,
+            self.timeout,
+            self.kwargs,
+            entry,
+            self.stale_fallback and read_only,
+        )
+
     def describe(self) -> str:
         """What was asked for, in words, for error messages."""
         if self.entry is not None:

@@ -246,15 +246,7 @@ class HasqlPolicyRouter:
                 f"the balancer policy {name} returned no pool for {request.describe()}. Hosts: "
                 + self._manager._topology.describe()
             )
-        return AcquireRequest(
-            read_only=request.read_only,
-            fallback_master=request.fallback_master,
-            weight=request.weight,
-            lag_limit=request.lag_limit,
-            timeout=request.timeout,
-            kwargs=request.kwargs,
-            entry=self._manager._entry_of(pool),
-        )
+        return request.pinned_to(self._manager._entry_of(pool))
 
 
 def hasql_style_policy(value: object) -> type[AbstractBalancerPolicy] | None:

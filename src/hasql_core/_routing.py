@@ -63,12 +63,11 @@ def choose_host(
     if not candidates:
         if request.fallback_master and primary is not None:
             return primary
-        if request.stale_fallback:
-            candidates = [e for e in topology.standbys if e not in excluded]
-            if not candidates:
-                return None
-            return candidates[0] if len(candidates) == 1 else balancer.choose(candidates, True)  # type: ignore[return-value]
-        return None
+        if not request.stale_fallback:
+            return None
+        candidates = [e for e in topology.standbys if e not in excluded]
+        if not candidates:
+            return None
     if len(candidates) == 1:
         return candidates[0]
     return balancer.choose(candidates, True)  # type: ignore[return-value]

@@ -181,7 +181,7 @@ class CausalSession:
             while True:
                 entry = self._standby_with(token)
                 if entry is not None:
-                    pinned = _pinned(request, entry)
+                    pinned = request.pinned_to(entry)
                     connection = await manager._acquire(pinned)
                     self.standby_reads += 1
                     return connection
@@ -201,10 +201,7 @@ class CausalSession:
 
     async def _from_primary(self, request: AcquireRequest, re_anchor: bool = False) -> Any:
         manager = self._manager
-        write_request = manager._default_requests[False]
-        if request.timeout != write_request.timeout or request.kwargs:
-            write_request = _as_write(request)
-        connection = await manager._acquire(write_request)
+        connection = await manager._acquire(request.for_writes())
         self.primary_reads += 1
         manager._causal_primary_reads += 1
         if re_anchor:
@@ -291,29 +288,6 @@ class CausalSession:
             )
         if old is None or position.timeline > old.timeline or position.lsn >= old.lsn:
             self._token = position
-
-
-def _pinned(request: AcquireRequest, entry: HostEntry) -> AcquireRequest:
-    return AcquireRequest(
-        read_only=True,
-        fallback_master=False,
-        weight=0.0,
-        lag_limit=None,
-        timeout=request.timeout,
-        kwargs=request.kwargs,
-        entry=entry,
-    )
-
-
-def _as_write(request: AcquireRequest) -> AcquireRequest:
-    return AcquireRequest(
-        read_only=False,
-        fallback_master=False,
-        weight=0.0,
-        lag_limit=None,
-        timeout=request.timeout,
-        kwargs=request.kwargs,
-    )
 
 
 _current: contextvars.ContextVar[CausalSession | None] = contextvars.ContextVar(

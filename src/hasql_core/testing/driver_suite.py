@@ -112,7 +112,6 @@ import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar, cast
-from urllib.parse import quote
 
 import pytest
 
@@ -124,6 +123,8 @@ from ..errors import AcquireTimeoutError
 from ..manager import PoolManager
 from .cluster import LocalCluster, Node
 from .conformance import SqlRunner
+from .drivers import client_backends, eventually
+from .drivers import node_dsn as _dsn
 
 __all__ = [
     "SLACK",
@@ -247,12 +248,6 @@ _two_nodes = pytest.mark.hasql_cluster(replicas=1)
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def _dsn(node: Node, **params: str) -> Dsn:
-    """The single-host Dsn of ``node`` with extra libpq parameters."""
-    query = "&".join(f"{key}={quote(value, safe='')}" for key, value in params.items())
-    return parse_dsn(node.dsn + ("?" + query if query else ""))
-
-
 def _closed_port_dsn() -> Dsn:
     """A DSN for a port on 127.0.0.1 that nothing listens on (connections are refused)."""
     import socket
@@ -270,27 +265,14 @@ async def _sql(cluster: LocalCluster, node: Node, sql: str) -> list[tuple[str, .
 
 async def _backends(cluster: LocalCluster, node: Node, app_name: str) -> set[int]:
     """Server pids of the client sessions named ``app_name`` on ``node``."""
-    rows = await _sql(
-        cluster,
-        node,
-        "SELECT pid FROM pg_stat_activity "
-        f"WHERE backend_type = 'client backend' AND application_name = '{app_name}'",
-    )
-    return {int(row[0]) for row in rows}
+    return set(await client_backends(cluster, node, app_name))
 
 
 async def _eventually(
     check: Callable[[], Awaitable[bool]], what: str, timeout: float = SERVER_WAIT
 ) -> None:
     """Poll ``check`` until it returns True; fail naming ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.005
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"not within {timeout:g}s: {what}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
+    await eventually(check, what, timeout)
 
 
 async def _no_backends(cluster: LocalCluster, node: Node, app_name: str) -> None:

@@ -7,7 +7,13 @@ plugin tests import nothing from a ``hasql_core._*`` module.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import pytest
 
 from .._plugins import (
     DRIVERS,
@@ -19,14 +25,21 @@ from .._plugins import (
 )
 from .._probe import PROBE_QUERY, ProbeResult, parse_probe_row
 from ..driver import Driver
+from ..dsn import Dsn, parse_dsn
+
+if TYPE_CHECKING:
+    from .cluster import LocalCluster, Node
 
 __all__ = [
     "PROBE_QUERY",
     "ProbeResult",
+    "client_backends",
     "driver_class",
     "drivers_of_plugin",
+    "eventually",
     "installed_drivers",
     "make_driver",
+    "node_dsn",
     "parse_probe_row",
     "probe_once",
 ]
@@ -60,3 +73,36 @@ async def probe_once(driver: Driver[Any, Any, Any], connection: Any) -> ProbeRes
 
 # make_driver is re-exported as is: a name, a Driver subclass or an instance -> a driver instance.
 make_driver = make_driver
+
+
+def node_dsn(node: Node, **params: str) -> Dsn:
+    """The single-host Dsn of a test-cluster ``node``, with extra libpq parameters."""
+    query = "&".join(f"{key}={quote(value, safe='')}" for key, value in params.items())
+    return parse_dsn(node.dsn + ("?" + query if query else ""))
+
+
+async def client_backends(cluster: LocalCluster, node: Node, app_name: str) -> list[int]:
+    """Server pids of the client sessions named ``app_name`` on ``node``, in order (asked over
+    psql as the server's superuser, outside the driver under test)."""
+    rows = await asyncio.to_thread(
+        cluster.execute,
+        node,
+        "SELECT pid FROM pg_stat_activity "
+        f"WHERE backend_type = 'client backend' AND application_name = '{app_name}' ORDER BY pid",
+    )
+    return [int(row[0]) for row in rows]
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 10.0) -> Any:
+    """Await ``check()`` until it returns something truthy and return that; fail the test naming
+    ``what`` after ``timeout`` seconds. Polls fast at first, then every 0.1 s."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        last = await check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)

@@ -8,12 +8,14 @@ them from :class:`HasqlPoolApi`; new code needs none of them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import _plugins as plugins
 from ._acquire import AcquireContext, AcquireRequest
-from ._arguments import positive
+from ._arguments import ManagerOptions, positive
 from ._deadline import await_until
+from ._fast_probing import FastProbing
 from ._handout import Handout
 from ._routing import choose_host
 from ._topology import HostEntry, Topology
@@ -28,12 +30,13 @@ class HasqlPoolApi:
     """The pool-level methods of hasql's ``BasePoolManager`` (a mixin of ``PoolManager``)."""
 
     # Provided by PoolManager.
-    _acquire_timeout: float
     _balancer: BalancerPolicy
     _driver: Driver[Any, Any, Any]
     _entries: tuple[HostEntry, ...]
     _entry_by_pool: dict[int, HostEntry]
+    _fast_probing: FastProbing
     _handout: Handout
+    _options: ManagerOptions
     _pool_wait_time: float
     _pool_waits: int
     _topology: Topology
@@ -52,10 +55,6 @@ class HasqlPoolApi:
         async def release(self, connection: Any, **kwargs: Any) -> None: ...
 
         def _ensure_running(self) -> None: ...
-
-        def _enter_fast_mode(self) -> None: ...
-
-        def _leave_fast_mode(self) -> None: ...
 
         async def _wait_for_change(self, request: AcquireRequest, deadline: float) -> None: ...
 
@@ -87,12 +86,12 @@ class HasqlPoolApi:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + request.timeout
-        self._enter_fast_mode()
+        self._fast_probing.enter()
         try:
             while (entry := choose_host(self._topology, request, self._balancer)) is None:
                 await self._wait_for_change(request, deadline)
         finally:
-            self._leave_fast_mode()
+            self._fast_probing.leave()
             self._pool_waits += 1
             self._pool_wait_time += loop.time() - started
         return entry.pool
@@ -124,12 +123,13 @@ class HasqlPoolApi:
         self, pool: Any, timeout: float | None = None, **kwargs: Any
     ) -> AcquireContext:
         """Acquire from one specific pool of this manager, whatever its host's role."""
+        limit = self._options.acquire_timeout if timeout is None else positive(timeout, "timeout")
         request = AcquireRequest(
             read_only=False,
             fallback_master=False,
             weight=0.0,
             lag_limit=None,
-            timeout=self._acquire_timeout if timeout is None else positive(timeout, "timeout"),
+            timeout=limit,
             kwargs=kwargs,
             entry=self._entry_of(pool),
         )
@@ -263,3 +263,18 @@ def hasql_style_policy(value: object) -> type[AbstractBalancerPolicy] | None:
             "('greedy', 'round_robin', 'random_weighted')."
         )
     return value
+
+
+def resolve_balancer(
+    manager: HasqlPoolApi,
+    value: str | type[BalancerPolicy] | BalancerPolicy | type[Any],
+    options: Mapping[str, Any] | None,
+) -> tuple[BalancerPolicy, HasqlPolicyRouter | None]:
+    """The balancer policy ``balancer_policy=value`` names, built with ``options``, and no
+    router; for a policy class written for hasql, the greedy policy (for the choices the manager
+    makes itself) and a router through an instance of that class, built for ``manager``."""
+    hasql_policy = hasql_style_policy(value)
+    if hasql_policy is None:
+        return plugins.make_policy(value, options), None
+    balancer = plugins.make_policy("greedy", None)
+    return balancer, HasqlPolicyRouter(hasql_policy(manager, **(options or {})), manager)

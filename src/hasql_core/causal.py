@@ -127,7 +127,7 @@ class CausalSession:
         **kwargs: Any,
     ) -> AcquireContext:
         """Like ``PoolManager.acquire()``; a read only goes to a host that has the session's writes."""
-        request = self._manager._request_for(
+        request = self._manager._requests.build(
             read_only, fallback_master, master_as_replica_weight, timeout, **kwargs
         )
         return AcquireContext(self, request)
@@ -191,12 +191,12 @@ class CausalSession:
                     break
                 if not waiting:
                     waiting = True
-                    manager._enter_fast_mode()
+                    manager._fast_probing.enter()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await manager._topology.wait_for_update(catch_up_until)
         finally:
             if waiting:
-                manager._leave_fast_mode()
+                manager._fast_probing.leave()
         return await self._from_primary(request)
 
     async def _from_primary(self, request: AcquireRequest, re_anchor: bool = False) -> Any:
@@ -259,7 +259,8 @@ class CausalSession:
         manager = self._manager
         try:
             row = await within(
-                manager.driver.query_row(connection, POSITION_QUERY), manager._release_timeout
+                manager.driver.query_row(connection, POSITION_QUERY),
+                manager._options.release_timeout,
             )
             position = CausalToken(int(row[1]), int(row[0]))
         except asyncio.CancelledError:

@@ -1,5 +1,10 @@
 """``PoolManager``: one pool per host, a monitor that knows each host's role, and acquires that hand
-out a connection to the right one."""
+out a connection to the right one.
+
+This module is the wiring and the acquire loop; the manager's other faces are mixins of their own
+modules: waiting for hosts (``_readiness``), hasql's pool-level API (``_compat``), causal sessions
+(``_causal_api``) and what it shows of itself (``_introspection``).
+"""
 
 from __future__ import annotations
 
@@ -14,52 +19,47 @@ from typing import Any
 
 from . import _plugins as plugins
 from ._acquire import AcquireContext, AcquireRequest
-from ._acquire_stats import AcquireRecorder, AcquireStats
-from ._arguments import check_weight, lag_limit, positive
-from ._compat import HasqlPolicyRouter, HasqlPoolApi, hasql_style_policy
-from ._deadline import run_until, within
+from ._acquire_stats import AcquireRecorder
+from ._arguments import (
+    DEFAULT_ACQUIRE_TIMEOUT,
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_FAST_REFRESH_DELAY,
+    DEFAULT_MASTER_AS_REPLICA_WEIGHT,
+    DEFAULT_REFRESH_DELAY,
+    DEFAULT_REFRESH_TIMEOUT,
+    DEFAULT_STOPWATCH_WINDOW_SIZE,
+    AcquireRequests,
+    manager_options,
+    positive,
+)
+from ._causal_api import CausalApi
+from ._compat import HasqlPoolApi, resolve_balancer
+from ._deadline import run_until
 from ._events import Events
+from ._fast_probing import FastProbing
 from ._handout import Handout
-from ._monitor import CLEANUP_TIMEOUT, HostMonitor, MonitorSettings
+from ._introspection import Introspection
+from ._lifecycle import close_pools, log_crash, stop_monitors, wait_for_returns
+from ._monitor import HostMonitor
 from ._readiness import Readiness
 from ._routing import choose_host
 from ._topology import HostEntry, Topology
 from .balancer import BalancerPolicy
-from .causal import CausalSession, causal_scope, current_session
+from .causal import current_session
 from .driver import Driver
 from .dsn import Dsn, for_one_host, split_dsn
 from .error_kinds import HOST_FAILURES
-from .errors import (
-    AcquireTimeoutError,
-    ConfigurationError,
-    PoolManagerClosedError,
-    PoolSetupError,
-)
-from .host_state import HostState
-from .metrics import ManagerFigures, Metrics, build_metrics
-from .staleness import StalenessPolicy, lag_arguments
+from .errors import AcquireTimeoutError, PoolManagerClosedError, PoolSetupError
+from .staleness import StalenessPolicy
 
 log = logging.getLogger("hasql_core")
-
-DEFAULT_ACQUIRE_TIMEOUT = 1.0
-DEFAULT_REFRESH_DELAY = 1.0
-#: A probe is one trivial query: a healthy host answers in well under 100 ms, even busy. Two seconds
-#: leaves room for a slow connect (TLS, a loaded server) without flapping, and finds a hung host within
-#: ``refresh_delay + refresh_timeout`` = 3 s by default, where hasql needed 30 s.
-DEFAULT_REFRESH_TIMEOUT = 2.0
-#: Probe interval while an acquire waits for a role no host has (e.g. during a failover).
-DEFAULT_FAST_REFRESH_DELAY = 0.05
-DEFAULT_CLOSE_TIMEOUT = 10.0
-DEFAULT_STOPWATCH_WINDOW_SIZE = 128
-DEFAULT_MASTER_AS_REPLICA_WEIGHT = 0.0
-
 
 #: An empty set of hosts, shared by every acquire that has excluded none.
 _NOBODY: frozenset[HostEntry] = frozenset()
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
-class PoolManager(Readiness, HasqlPoolApi):
+class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
     """Connections to the right host of a PostgreSQL cluster given by one multi-host DSN.
 
     One pool per host is created through the driver with ``pool_factory_kwargs`` unchanged (no hidden
@@ -124,88 +124,54 @@ class PoolManager(Readiness, HasqlPoolApi):
         staleness: StalenessPolicy | None = None,
         balancer_policy_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._acquire_timeout = positive(acquire_timeout, "acquire_timeout")
-        self._refresh_delay = positive(refresh_delay, "refresh_delay")
-        self._refresh_timeout = positive(refresh_timeout, "refresh_timeout")
-        self._close_timeout = positive(close_timeout, "close_timeout")
-        self._release_timeout = (
-            self._refresh_timeout
-            if release_timeout is None
-            else positive(release_timeout, "release_timeout")
+        options = manager_options(
+            acquire_timeout=acquire_timeout,
+            refresh_delay=refresh_delay,
+            refresh_timeout=refresh_timeout,
+            close_timeout=close_timeout,
+            release_timeout=release_timeout,
+            fast_refresh_delay=fast_refresh_delay,
+            fallback_master=fallback_master,
+            master_as_replica_weight=master_as_replica_weight,
+            stopwatch_window_size=stopwatch_window_size,
+            pool_factory_kwargs=pool_factory_kwargs,
+            max_lag=max_lag,
+            max_lag_bytes=max_lag_bytes,
+            stale_fallback=stale_fallback,
+            staleness=staleness,
         )
-        check_weight(master_as_replica_weight)
-        if not isinstance(stopwatch_window_size, int) or stopwatch_window_size < 1:
-            raise ConfigurationError(
-                f"stopwatch_window_size must be a positive integer, got {stopwatch_window_size!r}"
-            )
-        if pool_factory_kwargs is not None and not isinstance(pool_factory_kwargs, Mapping):
-            raise ConfigurationError(
-                f"pool_factory_kwargs must be a mapping, got {type(pool_factory_kwargs).__name__}"
-            )
-        self._fallback_master = bool(fallback_master)
-        self._master_as_replica_weight = float(master_as_replica_weight)
-        if staleness is not None:
-            if max_lag is not None or max_lag_bytes is not None:
-                raise ConfigurationError(
-                    "staleness= (hasql 0.10) and max_lag/max_lag_bytes say the same thing; pass one"
-                )
-            max_lag, max_lag_bytes = lag_arguments(staleness)
-            stale_fallback = True
-        self._stale_fallback = bool(stale_fallback)
-        self._lag_limit = lag_limit(max_lag, max_lag_bytes)
-        # A private read-only copy: the caller's dict is never modified, by us or by a driver.
-        self._pool_factory_kwargs = MappingProxyType(dict(pool_factory_kwargs or {}))
+        self._options = options
         self._dsn = [for_one_host(host_dsn) for host_dsn in split_dsn(dsn)]
         self._driver = plugins.make_driver(driver)
-        hasql_policy = hasql_style_policy(balancer_policy)
-        self._balancer = plugins.make_policy(
-            "greedy" if hasql_policy is not None else balancer_policy,
-            None if hasql_policy is not None else balancer_policy_options,
-        )
-        self._hasql_policy = (
-            None
-            if hasql_policy is None
-            else HasqlPolicyRouter(hasql_policy(self, **(balancer_policy_options or {})), self)
+        self._balancer, self._hasql_policy = resolve_balancer(
+            self, balancer_policy, balancer_policy_options
         )
         self._events = Events(plugins.make_observer_manager(observers))
-        self._settings = MonitorSettings(
-            refresh_delay=self._refresh_delay,
-            refresh_timeout=self._refresh_timeout,
-            fast_delay=min(positive(fast_refresh_delay, "fast_refresh_delay"), self._refresh_delay),
-        )
         self._entries = tuple(
-            HostEntry(host_dsn, self._driver, stopwatch_window_size) for host_dsn in self._dsn
+            HostEntry(host_dsn, self._driver, options.stopwatch_window_size)
+            for host_dsn in self._dsn
         )
         self._entry_by_pool: dict[int, HostEntry] = {}
-        self._topology = Topology(self._entries, self._lag_limit, self._events)
+        self._topology = Topology(self._entries, options.lag_limit, self._events)
+        self._fast_probing = FastProbing()
         self._monitors = tuple(
             HostMonitor(
                 entry,
                 self._driver,
                 self._topology,
-                self._settings,
-                self._pool_factory_kwargs,
-                self._fast_wanted,
+                options.monitor,
+                options.pool_factory_kwargs,
+                self._fast_probing.wanted,
                 self._events,
             )
             for entry in self._entries
         )
-        self._default_requests = {
-            read_only: AcquireRequest(
-                read_only=read_only,
-                fallback_master=self._fallback_master,
-                weight=self._master_as_replica_weight,
-                lag_limit=None,
-                timeout=self._acquire_timeout,
-                kwargs={},
-                stale_fallback=self._stale_fallback and read_only,
-            )
-            for read_only in (False, True)
-        }
+        self._fast_probing.monitors = self._monitors
         self._monitor_of = dict(zip(self._entries, self._monitors, strict=True))
+        self._requests = AcquireRequests(options)
+        self._default_requests = self._requests.plain
         self._tasks: list[asyncio.Task[None]] = []
-        self._fast_waiters = 0
-        self._handout = Handout(self._driver, self._release_timeout, self._suspect)
+        self._handout = Handout(self._driver, options.release_timeout, self._suspect)
         self._handed_out = self._handout.out  # the acquire path records connections here
         self._closing = False
         self._closed = False
@@ -230,13 +196,9 @@ class PoolManager(Readiness, HasqlPoolApi):
             return
         for monitor in self._monitors:
             task = asyncio.get_running_loop().create_task(monitor.run())
-            task.add_done_callback(self._monitor_stopped)
+            task.add_done_callback(log_crash)
             self._tasks.append(task)
         self._events.manager_started()
-
-    def _monitor_stopped(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a host monitor stopped unexpectedly", exc_info=task.exception())
 
     def _check_open(self) -> None:
         if self._closing or self._closed:
@@ -261,19 +223,6 @@ class PoolManager(Readiness, HasqlPoolApi):
     ) -> None:
         await self.close()
 
-    async def _stop_monitor(self) -> None:
-        pending = [task for task in self._tasks if not task.done()]
-        for _ in range(3):  # a task busy in cleanup may need a second nudge; never wait unbounded
-            if not pending:
-                break
-            for task in pending:
-                task.cancel()
-            _, still = await asyncio.wait(pending, timeout=CLEANUP_TIMEOUT * 2)
-            pending = list(still)
-        if pending:
-            log.warning("%d host monitor task(s) did not stop when cancelled", len(pending))
-        self._topology.wake_waiters()
-
     async def close(self, timeout: float | None = None) -> None:
         """Stop the monitor, wait up to ``timeout`` (default ``close_timeout``) for handed-out
         connections to come back, then close every pool. Pools that do not close in time, or whose
@@ -282,69 +231,25 @@ class PoolManager(Readiness, HasqlPoolApi):
         """
         if self._closing or self._closed:
             return
-        self._closing = True
-        await self._stop_monitor()
-        limit = self._close_timeout if timeout is None else positive(timeout, "timeout")
-        if self._handout:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await within(self._handout.watch_returns().wait(), limit)
-            if self._handout:
-                log.warning(
-                    "closing with %d connection(s) still handed out after %gs; terminating them",
-                    len(self._handout),
-                    limit,
-                )
-        await asyncio.gather(
-            *(self._close_pool(e, graceful=not self._handout, limit=limit) for e in self._entries)
-        )
-        self._closed = True
-        self._events.manager_closed()
+        await self._shut_down(graceful=True, timeout=timeout)
 
     async def terminate(self) -> None:
         """Close every pool and every connection at once, handed out or not."""
         if self._closed:
             return
+        await self._shut_down(graceful=False, timeout=None)
+
+    async def _shut_down(self, graceful: bool, timeout: float | None) -> None:
         self._closing = True
-        await self._stop_monitor()
-        await asyncio.gather(*(self._close_pool(e, graceful=False, limit=0) for e in self._entries))
+        await stop_monitors(self._tasks, self._topology)
+        limit = 0.0
+        if graceful:
+            limit = self._options.close_timeout if timeout is None else positive(timeout, "timeout")
+            await wait_for_returns(self._handout, limit)
+        graceful = graceful and not self._handout
+        await close_pools(self._entries, self._driver, self._events, graceful, limit)
         self._closed = True
         self._events.manager_closed()
-
-    async def _close_pool(self, entry: HostEntry, graceful: bool, limit: float) -> None:
-        pool, entry.pool = entry.pool, None
-        if pool is None:
-            return
-        # A graceful close talks to the server; one that stopped answering (or is held back) would
-        # keep close() waiting for nothing, so its pool is terminated instead.
-        graceful = graceful and entry.state.available and entry.suspect is None
-        try:
-            if graceful:
-                await within(self._driver.close_pool(pool), max(limit, CLEANUP_TIMEOUT))
-            else:
-                await within(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
-        except Exception as error:
-            log.warning(
-                "closing the pool of %s failed (%r); terminating it",
-                entry.state.name,
-                type(error).__name__,
-            )
-            with contextlib.suppress(Exception):
-                await within(self._driver.terminate_pool(pool), CLEANUP_TIMEOUT * 5)
-        self._events.pool_closed(entry.state)
-
-    # -- fast probing while acquires wait ------------------------------------------------------------
-
-    def _fast_wanted(self) -> bool:
-        return self._fast_waiters > 0
-
-    def _enter_fast_mode(self) -> None:
-        self._fast_waiters += 1
-        if self._fast_waiters == 1:
-            for monitor in self._monitors:
-                monitor.wake()
-
-    def _leave_fast_mode(self) -> None:
-        self._fast_waiters -= 1
 
     # -- acquire -------------------------------------------------------------------------------------
 
@@ -392,7 +297,7 @@ class PoolManager(Readiness, HasqlPoolApi):
             return AcquireContext(self, self._default_requests[bool(read_only)])
         return AcquireContext(
             self,
-            self._request_for(
+            self._requests.build(
                 read_only,
                 fallback_master,
                 master_as_replica_weight,
@@ -402,53 +307,6 @@ class PoolManager(Readiness, HasqlPoolApi):
                 **kwargs,
             ),
         )
-
-    def _request_for(
-        self,
-        read_only: bool = False,
-        fallback_master: bool | None = None,
-        master_as_replica_weight: float | None = None,
-        timeout: float | None = None,
-        *,
-        max_lag: float | datetime.timedelta | None = None,
-        max_lag_bytes: int | None = None,
-        **kwargs: Any,
-    ) -> AcquireRequest:
-        """The request ``acquire()`` with these arguments makes (checked)."""
-        if (
-            fallback_master is None
-            and master_as_replica_weight is None
-            and timeout is None
-            and max_lag is None
-            and max_lag_bytes is None
-            and not kwargs
-        ):  # the common call: a request made once, at construction
-            return self._default_requests[bool(read_only)]
-        if not read_only:
-            if master_as_replica_weight is not None:
-                raise ConfigurationError(
-                    "master_as_replica_weight applies to reads only; pass read_only=True or drop it"
-                )
-            if max_lag is not None or max_lag_bytes is not None:
-                raise ConfigurationError("max_lag and max_lag_bytes apply to reads only")
-        check_weight(master_as_replica_weight)
-        limit = None
-        if max_lag is not None or max_lag_bytes is not None:
-            limit = lag_limit(max_lag, max_lag_bytes)
-        request = AcquireRequest(
-            read_only=read_only,
-            fallback_master=self._fallback_master if fallback_master is None else fallback_master,
-            weight=(
-                self._master_as_replica_weight
-                if master_as_replica_weight is None
-                else master_as_replica_weight
-            ),
-            lag_limit=limit,
-            timeout=self._acquire_timeout if timeout is None else positive(timeout, "timeout"),
-            kwargs=kwargs,
-            stale_fallback=self._stale_fallback and bool(read_only),
-        )
-        return request
 
     def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext:
         """``acquire(read_only=False, ...)``: a connection to the primary."""
@@ -491,7 +349,7 @@ class PoolManager(Readiness, HasqlPoolApi):
                 if entry is None:
                     if not fast_mode:  # probe every host fast until this acquire is served
                         fast_mode = True
-                        self._enter_fast_mode()
+                        self._fast_probing.enter()
                         if self._acquire_stats is not None:
                             self._acquire_stats.no_host(self._topology, request)
                     await self._wait_for_change(request, deadline)
@@ -546,7 +404,7 @@ class PoolManager(Readiness, HasqlPoolApi):
                 return connection
         finally:
             if fast_mode:
-                self._leave_fast_mode()
+                self._fast_probing.leave()
 
     def _check_setup(self) -> None:
         """Raise at once when a pool can never be made, instead of waiting for a timeout."""
@@ -588,28 +446,6 @@ class PoolManager(Readiness, HasqlPoolApi):
                 return
         await self._handout.give_back(connection, kwargs, None, check_closed=True)
 
-    def causal_session(
-        self, token: str | None = None, *, catch_up: float | None = None
-    ) -> CausalSession:
-        """A :class:`~hasql_core.causal.CausalSession`: acquires whose reads see its own writes.
-
-        ``token`` (a previous session's ``.token``) resumes that session, here or in another
-        process. ``catch_up`` bounds how long a read waits for a standby to replay the session's
-        writes before the primary serves it (default 0.2 s, always within the acquire's timeout).
-        """
-        self._check_open()
-        if catch_up is None:
-            return CausalSession(self, token)
-        return CausalSession(self, token, catch_up=positive(catch_up, "catch_up"))
-
-    def causal_scope(
-        self, token: str | None = None, *, catch_up: float | None = None
-    ) -> contextlib.AbstractContextManager[CausalSession]:
-        """``with pm.causal_scope(token) as session:``: inside the block, this task's plain
-        ``pm.acquire*()`` and ``pm.release()`` calls go through a causal session (resumed from
-        ``token`` when given); read ``session.token`` at the end to hand it to the client."""
-        return causal_scope(self.causal_session(token, catch_up=catch_up))
-
     def _give_back(self, connection: Any, failure: BaseException | None) -> Awaitable[None]:
         """Release or discard a connection whose ``async with`` block just ended (the handout's
         coroutine itself, without a coroutine of the manager's around it)."""
@@ -639,93 +475,3 @@ class PoolManager(Readiness, HasqlPoolApi):
             raise ValueError(f"no host {host!r} in this PoolManager; its hosts are {names}")
         for monitor in monitors:
             monitor.wake()
-
-    # -- introspection -------------------------------------------------------------------------------
-
-    def host_states(self) -> tuple[HostState, ...]:
-        """Every host's current state, in DSN order."""
-        return self._topology.states()
-
-    def enable_acquire_stats(self) -> None:
-        """Start counting the figures :meth:`acquire_stats` returns (wait and use times per host
-        in fixed buckets, pool timeouts, acquires waiting in each pool, lag refusals). Until this is
-        called the acquire path counts none of them; afterwards each acquire and release costs a
-        few integer and float operations more. Calling it again does nothing. Observers call it
-        from ``hasql_manager_started``.
-        """
-        if self._acquire_stats is None:
-            self._acquire_stats = AcquireRecorder(self._entries)
-            self._handout.stats = self._acquire_stats
-
-    def acquire_stats(self) -> AcquireStats | None:
-        """A snapshot of the acquire figures counted since :meth:`enable_acquire_stats` (see
-        :class:`~hasql_core.metrics.AcquireStats`), or ``None`` when they are not enabled. Read it
-        from the manager's event loop thread."""
-        if self._acquire_stats is None:
-            return None
-        return self._acquire_stats.snapshot(self._entries)
-
-    def metrics(self) -> Metrics:
-        """A snapshot of every host's state, pool, acquires and errors (see :class:`Metrics`)."""
-        topology = self._topology
-        return build_metrics(
-            self._entries,
-            ManagerFigures(
-                handed_out_from=self._handout.hosts(),
-                pool_waits=self._pool_waits,
-                pool_wait_time=self._pool_wait_time,
-                waiting_acquires=self._fast_waiters,
-                writable=topology.writable,
-                fresh_standbys=topology.fresh_standbys,
-                standbys=topology.standbys,
-                closing=self.closing,
-                closed=self._closed,
-                causal_primary_reads=self._causal_primary_reads,
-                causal_tokens_lost=self._causal_tokens_lost,
-            ),
-        )
-
-    @property
-    def dsn(self) -> list[Dsn]:
-        """One single-host DSN per host, in the order given (their ``str`` is redacted)."""
-        return list(self._dsn)
-
-    @property
-    def driver(self) -> Driver[Any, Any, Any]:
-        """The driver instance this manager uses."""
-        return self._driver
-
-    @property
-    def balancer(self) -> BalancerPolicy:
-        """The balancer policy instance this manager uses."""
-        return self._balancer
-
-    @property
-    def refresh_delay(self) -> float:
-        """Seconds between two probes of a host."""
-        return self._refresh_delay
-
-    @property
-    def refresh_timeout(self) -> float:
-        """Bound of each monitor connect, probe and pool opening, in seconds."""
-        return self._refresh_timeout
-
-    @property
-    def pool_factory_kwargs(self) -> Mapping[str, Any]:
-        """A read-only copy of the pool options given."""
-        return self._pool_factory_kwargs
-
-    @property
-    def closing(self) -> bool:
-        """True while ``close()`` or ``terminate()`` runs."""
-        return self._closing and not self._closed
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` or ``terminate()`` finished."""
-        return self._closed
-
-    def __repr__(self) -> str:
-        hosts = ", ".join(e.state.name for e in self._entries)
-        state = "closed" if self._closed else "closing" if self._closing else "open"
-        return f"<PoolManager driver={self._driver.name!r} hosts=[{hosts}] {state}>"

@@ -62,13 +62,17 @@ async def test_without_stale_fallback_a_stale_replica_is_never_used(make_manager
         await pm.acquire_replica(timeout=0.3)
 
 
-def test_bytes_checker_maps_to_max_lag_bytes():
+async def test_bytes_checker_maps_to_max_lag_bytes(make_manager):
     cluster = FakeCluster(2)
     policy = StalenessPolicy(BytesStalenessChecker(max_lag_bytes=4096))
-    from hasql_core.testing.fake_driver import FakeDriver
-
-    pm = PoolManager(cluster.dsn, driver=FakeDriver(cluster), staleness=policy)
-    assert "4096" in repr(pm._lag_limit)
+    pm = make_manager(cluster, staleness=policy)
+    await pm.ready(masters_count=1, replicas_count=1, timeout=5)
+    cluster.write(4096)  # the standby does not replay it: 4096 bytes behind, at the limit
+    for _ in range(2):  # the primary's new position and the standby's lag, both probed after it
+        await pm.wait_next_pool_check(timeout=5)
+    assert pm.host_states()[1].lag_bytes == 4096 and not pm.host_states()[1].stale
+    cluster.write(1)
+    await wait_for(lambda: pm.host_states()[1].stale, timeout=5)
 
 
 @pytest.mark.parametrize(

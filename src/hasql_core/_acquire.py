@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 class Acquirer(Protocol):
     """What an :class:`AcquireContext` needs from the manager (private to hasql-core)."""
 
-    async def _acquire(self, request: AcquireRequest) -> Any: ...
+    async def _acquire(
+        self, request: AcquireRequest, context: AcquireContext | None = None
+    ) -> Any: ...
 
     def report_error(self, connection: Any, error: BaseException) -> None: ...
 
@@ -116,19 +118,24 @@ class AcquireContext:
     def __await__(self) -> Generator[Any, None, Any]:
         return self._manager._acquire(self.request).__await__()
 
-    async def __aenter__(self) -> Any:
+    # Both return the manager's coroutine itself rather than a coroutine of their own around it:
+    # one frame less on every acquire, release and resumption in between.
+    def __aenter__(self) -> Awaitable[Any]:
         if self._connection is not None:
             raise RuntimeError("this acquire context is already in use; call acquire() again")
-        self._connection = await self._manager._acquire(self.request)
-        return self._connection
+        return self._manager._acquire(self.request, self)
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[None]:
         connection, self._connection = self._connection, None
         if exc is not None:
             self._manager.report_error(connection, exc)
-        await self._manager._give_back(connection, exc)
+        return self._manager._give_back(connection, exc)
+
+    def entered(self, connection: Any) -> None:
+        """Record the connection ``__aenter__`` hands out (called by the manager)."""
+        self._connection = connection

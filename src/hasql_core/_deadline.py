@@ -1,19 +1,96 @@
 """Awaiting something until a deadline, without the cost of ``asyncio.wait_for``.
 
 ``wait_for`` (before Python 3.12) wraps the awaitable in a new task: measurable on the acquire path. Here
-a timer armed with ``loop.call_at`` cancels the current task if the deadline passes first; the
-cancellation is turned into ``asyncio.TimeoutError``. When the awaitable finishes in time the timer is
-just dropped.
+a timer cancels the current task if the deadline passes first; the cancellation is turned into
+``asyncio.TimeoutError``. When the awaitable finishes in time the timer is just dropped.
+
+The timer is a ``loop.call_at`` handle, or, on the hot paths (acquire, release, the monitor's probes and
+sleeps), an :class:`Alarm` on a :class:`TimerWheel`: each ``call_at`` costs a ``TimerHandle`` and a heap
+push whose comparisons run in Python, which at thousands of waits per second is a large part of the
+manager's own cost; an alarm costs a set insertion.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine, Generator
-from functools import partial
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("hasql_core")
+
+#: Granularity of a :class:`TimerWheel`: alarms ring at most this late, never early.
+WHEEL_TICK = 0.005
+
+
+class Alarm:
+    """A callback due at some time on a :class:`TimerWheel`; :meth:`cancel` withdraws it."""
+
+    __slots__ = ("_slot", "callback")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self._slot: set[Alarm] | None = None
+
+    def ring(self) -> None:
+        """Run the callback (the wheel calls this once the alarm is due)."""
+        self.callback()
+
+    def cancel(self) -> None:
+        """Withdraw the alarm; does nothing once it rang or was withdrawn."""
+        slot = self._slot
+        if slot is not None:
+            self._slot = None
+            slot.discard(self)
+
+
+class TimerWheel:
+    """Many short-lived timers of one event loop for the price of a few loop timers.
+
+    Alarms due within the same :data:`WHEEL_TICK` share one slot and one ``loop.call_at``; scheduling
+    and withdrawing an alarm is a set insertion and removal. An alarm rings at the end of its tick:
+    never before its time, at most one tick after it. Alarms ring on the loop that was running when
+    they were scheduled; when another loop schedules one, the slots of the former loop are dropped
+    (a manager lives on one loop, this only guards against slots that can never ring).
+    """
+
+    __slots__ = ("_loop", "_slots")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: dict[int, set[Alarm]] = {}
+
+    def schedule(self, when: float, alarm: Alarm) -> Alarm:
+        """Ring ``alarm`` once ``loop.time()`` reaches ``when``; returns ``alarm``."""
+        key = -int(-when // WHEEL_TICK)  # the tick at or after ``when``
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._slots = loop, {}
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = set()
+            loop.call_at(key * WHEEL_TICK, self._ring, key)
+        slot.add(alarm)
+        alarm._slot = slot
+        return alarm
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Alarm:
+        """``callback()`` after ``delay`` seconds (within a tick); cancel with the returned alarm."""
+        return self.schedule(asyncio.get_running_loop().time() + delay, Alarm(callback))
+
+    def _ring(self, key: int) -> None:
+        slot = self._slots.pop(key, None)
+        if not slot:
+            return
+        for alarm in slot:
+            alarm._slot = None
+            try:
+                alarm.ring()
+            except Exception:
+                log.exception("a timer callback failed")
 
 
 def set_done(future: asyncio.Future[None]) -> None:
@@ -22,16 +99,21 @@ def set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class _Expiry:
+class _Expiry(Alarm):
+    """Cancels ``task`` when rung (as a wheel alarm or a loop callback), and remembers it did."""
+
     __slots__ = ("fired", "task")
 
-    def __init__(self, task: asyncio.Task[object]) -> None:
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self._slot = None
         self.task = task
         self.fired = False
 
-    def __call__(self) -> None:
+    def ring(self) -> None:
         self.fired = True
         self.task.cancel()
+
+    __call__ = ring
 
 
 def _withdraw_cancel(task: asyncio.Task[object]) -> bool:
@@ -40,75 +122,110 @@ def _withdraw_cancel(task: asyncio.Task[object]) -> bool:
     return uncancel is None or uncancel() == 0
 
 
-async def await_until(awaitable: Awaitable[T], deadline: float) -> T:
+async def await_until(
+    awaitable: Awaitable[T], deadline: float, wheel: TimerWheel | None = None
+) -> T:
     """Return ``await awaitable``, or raise ``asyncio.TimeoutError`` once ``loop.time()`` passes
     ``deadline`` (the awaitable is cancelled then). A cancellation from elsewhere propagates unchanged.
+    With a ``wheel`` the deadline is kept by an alarm on it (up to one tick late). An awaitable that
+    completes at its first step returns without any timer being armed.
     """
-    loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     if task is None:  # not inside a task: fall back to the generic tool
+        loop = asyncio.get_running_loop()
         return await asyncio.wait_for(awaitable, max(deadline - loop.time(), 0.0))
-    expiry = _Expiry(task)
-    timer = loop.call_at(deadline, expiry)
+    steps = awaitable.__await__()
     try:
-        result = await awaitable
-    except asyncio.CancelledError:
-        if expiry.fired and _withdraw_cancel(task):
-            raise asyncio.TimeoutError from None
-        raise
-    finally:
-        timer.cancel()
-    if expiry.fired:  # finished anyway (the cancel was swallowed below us): keep the result
-        _withdraw_cancel(task)
-    return result
-
-
-class Resumed:
-    """Awaitable that carries on a coroutine already advanced to its first suspension point."""
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, T], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, pending = self._coro, self._first
-        while True:
-            try:
-                sent = yield pending
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as error:  # cancellation and the like go to the coroutine
-                step = partial(coro.throw, error)
-            else:
-                step = partial(coro.send, sent)
-            try:
-                pending = step()
-            except StopIteration as stop:
-                return stop.value
-
-
-async def run_until(coro: Coroutine[Any, Any, T], deadline: float) -> T:
-    """Like :func:`await_until`, but arms no timer when ``coro`` finishes without waiting.
-
-    ``coro`` is run by hand up to its first suspension. When it completes right away (an idle pooled
-    connection was free) its result is returned at the cost of one call; only when it really has to
-    wait is the rest of it awaited under the deadline.
-    """
-    try:
-        first = coro.send(None)
+        pending = steps.send(None)
     except StopIteration as stop:
         result: T = stop.value
         return result
-    return await await_until(Resumed(coro, first), deadline)
+    bounded: T = await Bounded(steps, pending, deadline=deadline, wheel=wheel)
+    return bounded
 
 
-async def within(awaitable: Awaitable[T], timeout: float) -> T:
+class Bounded:
+    """``await Bounded(coro, pending, deadline=...)``: carry on ``coro``, a coroutine (or the
+    iterator of an awaitable's ``__await__``) the caller has already advanced to its first
+    suspension (it yielded ``pending``), and return its result,
+    or raise ``asyncio.TimeoutError`` once ``loop.time()`` passes ``deadline`` (``coro`` is
+    cancelled then). ``timeout=`` instead of ``deadline=`` counts from now.
+
+    Made for the acquire path, whose callers step the driver's coroutine by hand: most acquires and
+    releases complete at that first step (an idle connection was free, nothing had to be sent), and
+    then no timer and no object of this class is needed. When the coroutine does wait, an alarm goes
+    on ``wheel`` (a loop timer without one); after the first resumption the coroutine's own iterator
+    carries on, so waiting costs no Python step per resumption. A cancellation from elsewhere
+    propagates unchanged.
+    """
+
+    __slots__ = ("_coro", "_deadline", "_pending", "_wheel")
+
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+        pending: Any,
+        *,
+        deadline: float | None = None,
+        timeout: float = 0.0,
+        wheel: TimerWheel | None = None,
+    ) -> None:
+        self._coro = coro
+        self._pending = pending
+        self._deadline = (
+            asyncio.get_running_loop().time() + timeout if deadline is None else deadline
+        )
+        self._wheel = wheel
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, pending = self._coro, self._pending
+        task = asyncio.current_task()
+        if task is None:  # not inside a task: nothing to cancel at the deadline
+            coro.close()
+            raise RuntimeError("Bounded must be awaited inside an asyncio task")
+        expiry = _Expiry(task)
+        wheel = self._wheel
+        timer: Alarm | asyncio.TimerHandle = (
+            asyncio.get_running_loop().call_at(self._deadline, expiry)
+            if wheel is None
+            else wheel.schedule(self._deadline, expiry)
+        )
+        try:
+            while True:
+                try:
+                    yield pending
+                except GeneratorExit:
+                    coro.close()
+                    raise
+                except BaseException as error:  # cancellation and the like go to the coroutine
+                    try:
+                        pending = coro.throw(error)
+                    except StopIteration as stop:
+                        result = stop.value
+                        break
+                    continue
+                # An asyncio task resumes with None, as the first send did: from here on the
+                # coroutine's own iterator carries on.
+                steps: Generator[Any, Any, Any] = (
+                    coro.__await__() if type(coro) is CoroutineType else coro  # type: ignore[assignment]
+                )
+                result = yield from steps
+                break
+        except asyncio.CancelledError:
+            if expiry.fired and _withdraw_cancel(task):
+                raise asyncio.TimeoutError from None
+            raise
+        finally:
+            timer.cancel()
+        if expiry.fired:  # finished anyway (the cancel was swallowed below us): keep the result
+            _withdraw_cancel(task)
+        return result
+
+
+async def within(awaitable: Awaitable[T], timeout: float, wheel: TimerWheel | None = None) -> T:
     """``await awaitable`` for at most ``timeout`` seconds, else raise ``asyncio.TimeoutError``.
 
     Unlike ``asyncio.wait_for`` before Python 3.12, a cancellation of the caller is never lost when
     the awaitable happens to finish at the same moment: no inner task is involved.
     """
-    return await await_until(awaitable, asyncio.get_running_loop().time() + timeout)
+    return await await_until(awaitable, asyncio.get_running_loop().time() + timeout, wheel)

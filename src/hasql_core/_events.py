@@ -41,7 +41,8 @@ class Events:
 
     def host_state_changed(self, old: HostState, new: HostState) -> None:
         """A host's role, availability, read-only flag, staleness or split-brain flag changed."""
-        log.info("host %s: %s -> %s", new.name, old.describe(), new.describe())
+        if log.isEnabledFor(logging.INFO):
+            log.info("host %s: %s -> %s", new.name, old.describe(), new.describe())
         self._call("hasql_host_state_changed", old=old, new=new)
 
     def pool_created(self, host: HostState) -> None:

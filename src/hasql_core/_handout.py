@@ -14,7 +14,7 @@ from time import monotonic
 from typing import Any
 
 from ._acquire_stats import AcquireRecorder
-from ._deadline import Resumed, await_until
+from ._deadline import Bounded, TimerWheel
 from ._topology import HostEntry
 from .driver import Driver
 from .error_kinds import HOST_FAILURES, ErrorKind
@@ -31,7 +31,8 @@ class Handout:
 
     ``suspect`` is called with a host that failed under one of its connections (the manager then
     routes nothing new to it until it was re-probed). :attr:`all_returned`, once made by
-    :meth:`watch_returns`, is set whenever the last connection comes back.
+    :meth:`watch_returns`, is set whenever the last connection comes back. Release deadlines are
+    kept on ``wheel`` (the manager's; a wheel of its own when not given).
     """
 
     __slots__ = (
@@ -39,6 +40,7 @@ class Handout:
         "_failed",
         "_release_timeout",
         "_suspect",
+        "_wheel",
         "all_returned",
         "out",
         "stats",
@@ -49,11 +51,12 @@ class Handout:
         driver: Driver[Any, Any, Any],
         release_timeout: float,
         suspect: Callable[[HostEntry], None],
+        wheel: TimerWheel | None = None,
     ) -> None:
         self._driver = driver
+        self._wheel = TimerWheel() if wheel is None else wheel
         self._release_timeout = release_timeout
         self._suspect = suspect
-        #: id -> (connection, its host, when it was handed out (time.monotonic()) if counted).
         #: id -> (connection, host, when handed out (stats only), the pool it came from). The
         #: acquire path adds records here directly (see :meth:`add` for their shape).
         self.out: dict[int, tuple[Any, HostEntry, float | None, Any]] = {}
@@ -70,6 +73,7 @@ class Handout:
         """Record that ``connection`` came from ``entry``'s pool, handed out at ``handed_out_at``
         (``time.monotonic()``; given when acquire stats are on, to count its use time)."""
         self.out[id(connection)] = (connection, entry, handed_out_at, entry.pool)
+        entry.in_use += 1
 
     def host_of(self, connection: Any) -> HostEntry | None:
         """The host ``connection`` came from, or None when it is not handed out."""
@@ -124,6 +128,7 @@ class Handout:
                 f"released): {type(connection).__name__}"
             )
         entry = item[1]
+        entry.in_use -= 1
         if self.stats is not None and item[2] is not None:
             self.stats.hosts[entry].used(monotonic() - item[2])
         try:
@@ -142,18 +147,17 @@ class Handout:
                 self._discard(entry, pool, connection)
                 return
             # The driver's release, stepped by hand: most releases end without waiting, and then
-            # no deadline is armed (see _deadline.run_until).
+            # no deadline is armed (see Bounded).
             releasing = self._driver.release(pool, connection, **kwargs)
             try:
-                waiting_on = releasing.send(None)
+                pending = releasing.send(None)
             except StopIteration:
                 return
             except BaseException as error:
                 self._release_failed(entry, pool, connection, error)
                 return
-            deadline = asyncio.get_running_loop().time() + self._release_timeout
             try:
-                await await_until(Resumed(releasing, waiting_on), deadline)
+                await Bounded(releasing, pending, timeout=self._release_timeout, wheel=self._wheel)
             except BaseException as error:
                 self._release_failed(entry, pool, connection, error)
         finally:

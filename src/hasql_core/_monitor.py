@@ -14,11 +14,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import attrs
 
-from ._deadline import set_done, within
+from ._deadline import Alarm, TimerWheel, set_done, within
 from ._events import Events
 from ._probe import PROBE_QUERY, parse_probe_row, state_from_probe
 from ._topology import HostEntry, Topology
@@ -60,10 +61,13 @@ def describe_error(error: BaseException, secrets: tuple[str, ...]) -> str:
     return text
 
 
-async def bounded(awaitable: Awaitable[T], timeout: float, what: str) -> T:
-    """Await with a timeout; on expiry raise ``TimeoutError`` saying what took too long."""
+async def bounded(
+    awaitable: Awaitable[T], timeout: float, what: str, wheel: TimerWheel | None = None
+) -> T:
+    """Await with a timeout (kept on ``wheel`` when given); on expiry raise ``TimeoutError`` saying
+    what took too long."""
     try:
-        return await within(awaitable, timeout)
+        return await within(awaitable, timeout, wheel)
     except asyncio.TimeoutError:
         raise asyncio.TimeoutError(f"{what} took longer than {timeout:g}s") from None
 
@@ -92,7 +96,8 @@ class HostMonitor:
         self._connection: Any = None
         self._wakeup: asyncio.Future[None] | None = None
         self._probe_again = False
-        self._stale_timer: asyncio.TimerHandle | None = None
+        self._wheel = topology.wheel
+        self._stale_timer: Alarm | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._pool_error_logged: str | None = None
 
@@ -127,13 +132,16 @@ class HostMonitor:
         try:
             if self._connection is None:
                 self._connection = await bounded(
-                    self._driver.connect_monitor(entry.dsn, timeout), timeout, "connecting"
+                    self._driver.connect_monitor(entry.dsn, timeout),
+                    timeout,
+                    "connecting",
+                    self._wheel,
                 )
             started = time.perf_counter()
             alarm = self._arm_slow_probe_alarm(begun)
             try:
                 row = await bounded(
-                    self._driver.probe(self._connection, PROBE_QUERY), timeout, "probe"
+                    self._driver.probe(self._connection, PROBE_QUERY), timeout, "probe", self._wheel
                 )
             finally:
                 if alarm is not None:
@@ -207,11 +215,11 @@ class HostMonitor:
             self._stale_timer = None
         crossing = self._seconds_to_lag_limit()
         if crossing is not None:
-            self._stale_timer = asyncio.get_running_loop().call_later(
-                crossing, self._topology.mark_stale, self.entry
+            self._stale_timer = self._wheel.call_later(
+                crossing, partial(self._topology.mark_stale, self.entry)
             )
 
-    def _arm_slow_probe_alarm(self, begun: float) -> asyncio.TimerHandle | None:
+    def _arm_slow_probe_alarm(self, begun: float) -> Alarm | None:
         """Hold the host back from new acquires if this probe takes far longer than usual.
 
         A healthy host answers the probe in about its median round-trip time; a frozen or
@@ -226,7 +234,7 @@ class HostMonitor:
         after = max(SLOW_PROBE_FLOOR, SLOW_PROBE_FACTOR * median)
         if after >= self._settings.refresh_timeout:
             return None
-        return asyncio.get_running_loop().call_later(after, self._probe_is_slow, begun)
+        return self._wheel.call_later(after, partial(self._probe_is_slow, begun))
 
     def _probe_is_slow(self, begun: float) -> None:
         log.info(
@@ -268,7 +276,10 @@ class HostMonitor:
             raise
         try:
             await bounded(
-                self._driver.open_pool(pool), self._settings.refresh_timeout, "opening the pool"
+                self._driver.open_pool(pool),
+                self._settings.refresh_timeout,
+                "opening the pool",
+                self._wheel,
             )
         except BaseException as error:
             with contextlib.suppress(Exception):
@@ -276,6 +287,7 @@ class HostMonitor:
             if isinstance(error, _DETERMINISTIC_POOL_ERRORS):
                 self._give_up_on_pool(error)
             raise
+        entry.capacity = self._driver.pool_stats(pool).max
         entry.pool = pool
         self._pool_error_logged = None
         log.info("opened pool for %s", entry.state.name)
@@ -338,7 +350,7 @@ class HostMonitor:
         loop = asyncio.get_running_loop()
         wakeup: asyncio.Future[None] = loop.create_future()
         self._wakeup = wakeup
-        timer = loop.call_later(delay, set_done, wakeup)
+        timer = self._wheel.call_later(delay, partial(set_done, wakeup))
         try:
             await wakeup
         finally:

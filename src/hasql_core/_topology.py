@@ -9,6 +9,7 @@ attribute reads. Waiters (acquires waiting for a role, ``ready()``) are woken af
 from __future__ import annotations
 
 import asyncio
+import bisect
 import statistics
 import time
 from collections import deque
@@ -17,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from ._deadline import set_done
+from ._deadline import TimerWheel, set_done
 from ._events import Events
 from .driver import Driver, PoolStats
 from .dsn import Dsn
@@ -65,10 +66,12 @@ class HostEntry:
         "_rtts",
         "acquire_count",
         "acquire_time",
+        "capacity",
         "checks",
         "discarded",
         "dsn",
         "errors",
+        "in_use",
         "pool",
         "response_time",
         "state",
@@ -93,6 +96,10 @@ class HostEntry:
         self.checks = 0
         self.acquire_count = 0
         self.acquire_time = 0.0
+        #: The pool's ``max`` size, read when the pool was opened.
+        self.capacity = 0
+        #: Connections of this host handed out by the manager and not given back yet.
+        self.in_use = 0
         #: Connections closed instead of released (see ``Driver.discard``).
         self.discarded = 0
         #: Failures by kind: probe errors, and errors seen on handed-out connections.
@@ -105,8 +112,9 @@ class HostEntry:
         return self._driver.pool_stats(self.pool)
 
     def free_size(self) -> int:
-        """Acquires the pool can serve now without waiting; 0 while the pool is not open."""
-        return 0 if self.pool is None else self._driver.free_size(self.pool)
+        """Acquires the pool can serve now without waiting (its capacity minus the connections
+        handed out); 0 while the pool is not open. Counted by the manager, no driver call."""
+        return 0 if self.pool is None else self.capacity - self.in_use
 
     def record_rtt(self, rtt: float) -> None:
         """Add one probe round-trip time to the stopwatch window."""
@@ -153,7 +161,11 @@ class Topology:
 
     def __init__(self, entries: Sequence[HostEntry], lag_limit: LagLimit, events: Events) -> None:
         self.entries = tuple(entries)
+        #: DSN position of each entry: the candidate sets keep DSN order.
+        self._position = {entry: index for index, entry in enumerate(self.entries)}
         self.lag_limit = lag_limit
+        #: The timers of the monitors and of the acquire path (one per manager).
+        self.wheel = TimerWheel()
         self._events = events
         #: The primary that takes writes, when there is exactly one winner with an open pool.
         self.writable: HostEntry | None = None
@@ -207,7 +219,7 @@ class Topology:
             or old.routing_key() != entry.state.routing_key()
             or (old.timeline != state.timeline and state.role is Role.PRIMARY)
         ):
-            self.recompute()
+            self._refresh(entry, old.role)
         if entry is self.primary and state.wal_lsn is not None:
             self.primary_lsn = max(self.primary_lsn or 0, state.wal_lsn)
 
@@ -222,14 +234,14 @@ class Topology:
         """Treat the standby ``entry`` as beyond the lag limit until its next probe says otherwise."""
         if entry.state.role is Role.STANDBY and not entry.state.stale:
             self._set_state(entry, attrs.evolve(entry.state, stale=True))
-            self.recompute()
+            self._refresh(entry, Role.STANDBY)
 
     def suspect(self, entry: HostEntry, since: float | None = None) -> None:
         """Take ``entry`` out of the candidate sets until the result of a probe begun at or after
         ``since`` (default: now, ``time.monotonic()``) arrives."""
         if entry.suspect is None:
             entry.suspect = time.monotonic() if since is None else since
-            self.recompute()
+            self._refresh(entry, entry.state.role)
 
     def _set_state(self, entry: HostEntry, state: HostState) -> None:
         old = entry.state
@@ -237,6 +249,35 @@ class Topology:
         entry.unavailable = not state.available
         if old.routing_key() != state.routing_key():
             self._events.host_state_changed(old, state)
+
+    def _refresh(self, entry: HostEntry, old_role: Role) -> None:
+        """Bring the candidate sets up to date after ``entry`` changed, then wake every waiter.
+
+        A change that involves no primary (a standby came, went, or crossed the lag limit) moves
+        only ``entry`` in or out of the standby sets, in O(log hosts) comparisons; anything
+        touching a primary recomputes everything (timelines, split brain).
+        """
+        if old_role is Role.PRIMARY or entry.state.role is Role.PRIMARY:
+            self.recompute()
+            return
+        standby = entry.state.role is Role.STANDBY and _usable(entry)
+        self.standbys = self._placed(self.standbys, entry, standby)
+        self.fresh_standbys = self._placed(
+            self.fresh_standbys, entry, standby and not entry.state.stale
+        )
+        self.wake_waiters()
+
+    def _placed(
+        self, group: tuple[HostEntry, ...], entry: HostEntry, member: bool
+    ) -> tuple[HostEntry, ...]:
+        """``group`` (in DSN order) with ``entry`` in it when ``member``, else without it."""
+        if (entry in group) == member:
+            return group
+        if not member:
+            index = group.index(entry)
+            return group[:index] + group[index + 1 :]
+        index = bisect.bisect(group, self._position[entry], key=self._position.__getitem__)
+        return (*group[:index], entry, *group[index:])
 
     def recompute(self) -> None:
         """Derive the candidate sets from the current states, then wake every waiter."""

@@ -34,7 +34,8 @@ class Candidate(Protocol):
         """The pool's current size figures (cheap, no I/O)."""
 
     def free_size(self) -> int:
-        """``pool_stats().free``, possibly computed more cheaply."""
+        """Acquires the host's pool can serve now without waiting: its maximum size minus the
+        connections the manager has handed out from it (O(1), no driver call)."""
 
 
 class BalancerPolicy(abc.ABC):

@@ -161,7 +161,13 @@ class CausalSession:
     async def _give_back(self, connection: Any, failure: BaseException | None) -> None:
         await self._return(connection, failure, {})
 
-    async def _acquire(self, request: AcquireRequest) -> Any:
+    async def _acquire(self, request: AcquireRequest, context: AcquireContext | None = None) -> Any:
+        connection = await self._connection_for(request)
+        if context is not None:
+            context.entered(connection)
+        return connection
+
+    async def _connection_for(self, request: AcquireRequest) -> Any:
         manager = self._manager
         if not request.read_only:
             connection = await manager._acquire(request)

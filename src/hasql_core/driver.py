@@ -144,8 +144,8 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
     def free_size(self, pool: PoolT) -> int:
         """``pool_stats(pool).free``: acquires the pool can serve right now without waiting.
 
-        Called by the greedy policy on the acquire path; drivers may override it with something
-        cheaper than building a :class:`PoolStats`.
+        Not on the acquire path (the manager counts handed-out connections itself); drivers may
+        override it with something cheaper than building a :class:`PoolStats`.
         """
         return self.pool_stats(pool).free
 

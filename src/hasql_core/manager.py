@@ -34,7 +34,7 @@ from ._arguments import (
 )
 from ._causal_api import CausalApi
 from ._compat import HasqlPoolApi, resolve_balancer
-from ._deadline import run_until
+from ._deadline import Bounded
 from ._events import Events
 from ._fast_probing import FastProbing
 from ._handout import Handout
@@ -171,7 +171,9 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
         self._requests = AcquireRequests(options)
         self._default_requests = self._requests.plain
         self._tasks: list[asyncio.Task[None]] = []
-        self._handout = Handout(self._driver, options.release_timeout, self._suspect)
+        self._handout = Handout(
+            self._driver, options.release_timeout, self._suspect, self._topology.wheel
+        )
         self._handed_out = self._handout.out  # the acquire path records connections here
         self._closing = False
         self._closed = False
@@ -310,6 +312,8 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
 
     def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext:
         """``acquire(read_only=False, ...)``: a connection to the primary."""
+        if timeout is None and not kwargs and not self._causal_scopes:
+            return AcquireContext(self, self._default_requests[False])
         return self.acquire(read_only=False, timeout=timeout, **kwargs)
 
     def acquire_replica(
@@ -328,8 +332,9 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
             **kwargs,
         )
 
-    async def _acquire(self, request: AcquireRequest) -> Any:
-        """Carry out ``request`` (see :meth:`acquire`) and return the driver's connection."""
+    async def _acquire(self, request: AcquireRequest, context: AcquireContext | None = None) -> Any:
+        """Carry out ``request`` (see :meth:`acquire`) and return the driver's connection (also
+        recorded in ``context``, the ``async with`` block it is for, if any)."""
         if self._closing or self._closed:
             self._check_open()
         if not self._tasks:
@@ -362,9 +367,17 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
                 stats = self._acquire_stats
                 counters = None if stats is None else stats.begin(entry)
                 try:
-                    connection = await run_until(
-                        self._driver.acquire(entry.pool, remaining, **request.kwargs), deadline
-                    )
+                    # Stepped by hand: when an idle connection is free the driver's acquire
+                    # completes at once, and no deadline is armed (see Bounded).
+                    acquiring = self._driver.acquire(entry.pool, remaining, **request.kwargs)
+                    try:
+                        pending = acquiring.send(None)
+                    except StopIteration as done:
+                        connection = done.value
+                    else:
+                        connection = await Bounded(
+                            acquiring, pending, deadline=deadline, wheel=self._topology.wheel
+                        )
                 except asyncio.TimeoutError as error:
                     if counters is not None:
                         counters.timeouts += 1
@@ -395,12 +408,15 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
                     None if counters is None else monotonic(),
                     entry.pool,
                 )
+                entry.in_use += 1
                 entry.acquire_count += 1
                 entry.acquire_time += now - started
                 if stats is not None and counters is not None:
                     counters.waited(now - started)
                     if request.read_only and entry is self._topology.writable:
                         stats.read_on_primary(self._topology, request)
+                if context is not None:
+                    context.entered(connection)
                 return connection
         finally:
             if fast_mode:

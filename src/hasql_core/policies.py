@@ -23,9 +23,10 @@ class GreedyPolicy(BalancerPolicy):
         """Return a candidate with the most free capacity."""
         if len(candidates) == 1:
             return candidates[0]
-        best: list[Candidate] = []
-        best_free = -1
-        for candidate in candidates:
+        first, *others = candidates
+        best = [first]
+        best_free = first.free_size()
+        for candidate in others:
             free = candidate.free_size()
             if free > best_free:
                 best, best_free = [candidate], free

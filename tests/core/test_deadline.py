@@ -1,12 +1,15 @@
-"""await_until: a deadline without a task per call, and cancellation that stays correct."""
+"""Deadlines without a task per call (await_until, Bounded), their timer wheel, and cancellation
+that stays correct."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
-from hasql_core._deadline import await_until
+from hasql_core._deadline import WHEEL_TICK, Bounded, TimerWheel, await_until
 
 
 async def test_result_before_deadline():
@@ -14,19 +17,20 @@ async def test_result_before_deadline():
     assert await await_until(asyncio.sleep(0, "ok"), loop.time() + 1) == "ok"
 
 
+async def _slow(cancelled: asyncio.Event) -> None:
+    """Sleeps for long; sets ``cancelled`` when cancelled."""
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 async def test_deadline_raises_timeout_and_cancels_the_awaitable():
     loop = asyncio.get_running_loop()
     cancelled = asyncio.Event()
-
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
     with pytest.raises(asyncio.TimeoutError):
-        await await_until(slow(), loop.time() + 0.05)
+        await await_until(_slow(cancelled), loop.time() + 0.05)
     assert cancelled.is_set()
     task = asyncio.current_task()
     assert task is not None and getattr(task, "cancelling", lambda: 0)() == 0
@@ -44,3 +48,127 @@ async def test_outside_cancellation_is_not_turned_into_timeout():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_wheel_alarms_ring_in_order_never_early_and_within_a_tick():
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel()
+    rang: list[tuple[str, float]] = []
+    done = asyncio.Event()
+    start = loop.time()
+    due = {"late": start + 0.06, "early": start + 0.02, "mid": start + 0.04}
+
+    def note(name: str) -> Callable[[], None]:
+        return lambda: rang.append((name, loop.time()))
+
+    for name, when in due.items():
+        wheel.call_later(when - loop.time(), note(name))
+    wheel.call_later(0.08, done.set)
+    await asyncio.wait_for(done.wait(), 5)
+    assert [name for name, _ in rang] == ["early", "mid", "late"]
+    for name, at in rang:
+        assert at >= due[name] - 1e-6  # never early (up to the loop clock's resolution)
+
+
+async def test_a_withdrawn_alarm_never_rings():
+    wheel = TimerWheel()
+    rang: list[str] = []
+    done = asyncio.Event()
+    withdrawn = wheel.call_later(0.01, lambda: rang.append("withdrawn"))
+    wheel.call_later(0.01, lambda: rang.append("kept"))
+    withdrawn.cancel()
+    withdrawn.cancel()  # a second time does nothing
+    wheel.call_later(0.01 + 2 * WHEEL_TICK, done.set)
+    await asyncio.wait_for(done.wait(), 5)
+    assert rang == ["kept"]
+
+
+async def test_a_failing_alarm_does_not_stop_the_others(caplog: pytest.LogCaptureFixture):
+    wheel = TimerWheel()
+    done = asyncio.Event()
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    wheel.call_later(0.01, fail)
+    wheel.call_later(0.01, done.set)
+    await asyncio.wait_for(done.wait(), 5)
+    assert "a timer callback failed" in caplog.text
+
+
+async def _started(coro: Coroutine[Any, Any, Any]) -> tuple[Coroutine[Any, Any, Any], Any]:
+    return coro, coro.send(None)
+
+
+async def test_bounded_returns_the_result_of_a_coroutine_that_waits():
+    async def answer() -> str:
+        await asyncio.sleep(0.01)
+        return "ok"
+
+    coro, pending = await _started(answer())
+    assert await Bounded(coro, pending, timeout=1, wheel=TimerWheel()) == "ok"
+
+
+@pytest.mark.parametrize("wheel", [None, TimerWheel()], ids=["loop-timer", "wheel"])
+async def test_bounded_times_out_and_cancels_the_coroutine(wheel: TimerWheel | None):
+    cancelled = asyncio.Event()
+    coro, pending = await _started(_slow(cancelled))
+    with pytest.raises(asyncio.TimeoutError):
+        await Bounded(coro, pending, timeout=0.05, wheel=wheel)
+    assert cancelled.is_set()
+    task = asyncio.current_task()
+    assert task is not None and getattr(task, "cancelling", lambda: 0)() == 0
+
+
+async def test_bounded_passes_an_outside_cancellation_on_unchanged():
+    wheel = TimerWheel()
+    cleaned_up = asyncio.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            cleaned_up.set()
+
+    async def waiter() -> None:
+        coro, pending = await _started(slow())
+        await Bounded(coro, pending, timeout=5, wheel=wheel)
+
+    task = asyncio.ensure_future(waiter())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned_up.is_set()
+
+
+async def test_bounded_keeps_a_result_that_arrives_despite_the_deadline():
+    # A coroutine that finishes its cleanup and returns a value even when cancelled at the
+    # deadline (as a driver's shielded release does): the value is kept, no timeout raised.
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)
+            return "finished anyway"
+        return "never"
+
+    coro, pending = await _started(stubborn())
+    assert await Bounded(coro, pending, timeout=0.02, wheel=TimerWheel()) == "finished anyway"
+    await asyncio.sleep(0)  # no stray cancellation is left pending on this task
+
+
+async def test_a_result_ready_at_once_is_returned_even_past_the_deadline():
+    # The coroutine completes at its first step: nothing waited, so nothing can have timed out.
+    async def at_once() -> int:
+        return 7
+
+    loop = asyncio.get_running_loop()
+    assert await await_until(at_once(), loop.time() - 1) == 7
+
+    async def waits() -> int:
+        await asyncio.sleep(0.05)
+        return 8
+
+    with pytest.raises(asyncio.TimeoutError):
+        await await_until(waits(), loop.time() - 1)

@@ -24,7 +24,7 @@ class Host:
         return HostState(host=self.name, port=5432)
 
     def free_size(self) -> int:
-        return self.pool_stats().free
+        return self.free
 
     def pool_stats(self) -> PoolStats:
         return PoolStats(min=0, max=10, size=10 - self.free, idle=0, in_use=10 - self.free)
@@ -68,3 +68,10 @@ def test_random_weighted_gives_unknown_hosts_the_mean_weight():
     ]
     counts = picks(RandomWeightedPolicy(), hosts, 9000)
     assert counts["new"] / 9000 == pytest.approx(1 / 3, abs=0.03)
+
+
+def test_greedy_copes_with_any_free_figure():
+    # A pool can report less than nothing free (connections being opened beyond the last count):
+    # greedy still picks one of the candidates, the least overloaded.
+    overloaded, worse = Host("a", free=-1), Host("b", free=-3)
+    assert GreedyPolicy().choose([worse, overloaded], True) is overloaded

@@ -304,3 +304,26 @@ async def test_a_connection_released_closed_makes_its_host_reprobed(cluster, mak
     await pm.release(conn)
     assert pm.metrics().hosts[0].errors == {"connection_lost": 1}
     await wait_for(lambda: cluster.hosts[0].probes > probes, timeout=2)
+
+
+async def test_greedy_spreads_held_reads_by_the_connections_the_manager_handed_out(
+    cluster, make_manager
+):
+    # Pools of 2 per host, 4 reads held at once: greedy sees each host's free capacity drop as
+    # the manager hands connections out, so each standby serves exactly 2 and none waits.
+    pm = make_manager(cluster, pool_factory_kwargs={"min_size": 2, "max_size": 2})
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    held = [await pm.acquire_replica(timeout=0.5) for _ in range(4)]
+    try:
+        hosts = sorted(conn.host.name for conn in held)
+        assert hosts == ["db1:5432", "db1:5432", "db2:5432", "db2:5432"]
+    finally:
+        for conn in held:
+            await pm.release(conn)
+    # Given back, the capacity is free again: two more reads land on different hosts.
+    first, second = await pm.acquire_replica(), await pm.acquire_replica()
+    try:
+        assert first.host is not second.host
+    finally:
+        await pm.release(first)
+        await pm.release(second)

@@ -128,6 +128,7 @@ class FakeCluster:
     ) -> None:
         self.password = password
         self.hosts = [FakeHost(f"db{i}", base_port) for i in range(hosts)]
+        self._by_address: dict[tuple[str, int], FakeHost] = {}
         if primary is not None:
             self.hosts[primary].role = "primary"
 
@@ -139,10 +140,13 @@ class FakeCluster:
 
     def host(self, host: str, port: int) -> FakeHost:
         """The simulated host at ``host:port``; ``ConnectionRefusedError`` for an unknown one."""
-        for candidate in self.hosts:
-            if candidate.host == host and candidate.port == port:
-                return candidate
-        raise ConnectionRefusedError(f"no simulated host {host}:{port}")
+        found = self._by_address.get((host, port))
+        if found is None:  # not indexed yet, or added since: re-index
+            self._by_address = {(h.host, h.port): h for h in self.hosts}
+            found = self._by_address.get((host, port))
+        if found is None:
+            raise ConnectionRefusedError(f"no simulated host {host}:{port}")
+        return found
 
     def write(self, nbytes: int = 100) -> None:
         """Advance every primary's WAL position, as a write would."""

@@ -205,9 +205,6 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         # finished: such a pool is terminated as soon as its open ends and is never opened again.
         # Keyed by id(); the values keep the pools alive, so an id is never reused meanwhile.
         self._opening: dict[int, asyncpg.Pool] = {}
-        # ids of the connections each pool (by id) handed out through this driver: asyncpg's own
-        # get_size() and get_idle_size() walk every holder, too slow for the acquire path.
-        self._handed_out: dict[int, set[int]] = {}
         self._doomed: dict[int, asyncpg.Pool] = {}
 
     # -- pools -------------------------------------------------------------------------------------
@@ -262,9 +259,7 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         is cancelled at any await, and once the connection is handed to us this coroutine returns
         without awaiting again.
         """
-        connection = await pool.acquire(**kwargs)
-        self._handed_out.setdefault(id(pool), set()).add(id(connection))
-        return connection
+        return await pool.acquire(**kwargs)
 
     async def release(
         self, pool: asyncpg.Pool, connection: asyncpg.pool.PoolConnectionProxy, **kwargs: Any
@@ -275,9 +270,6 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         the pool was made with ``reset=``; it shields the release, so cancelling this still returns
         the connection to the pool. Releasing a connection twice does nothing.
         """
-        held = self._handed_out.get(id(pool))
-        if held is not None:
-            held.discard(id(connection))
         await pool.release(connection, **kwargs)
 
     def discard(self, pool: asyncpg.Pool, connection: asyncpg.pool.PoolConnectionProxy) -> None:
@@ -290,9 +282,6 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         and frees the holder itself; the connection is never handed out again. A connection
         already released or discarded is left alone.
         """
-        held = self._handed_out.get(id(pool))
-        if held is not None:
-            held.discard(id(connection))
         with contextlib.suppress(asyncpg.exceptions.InterfaceError):  # already released
             connection.terminate()
 
@@ -302,7 +291,6 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
         asyncpg terminates the pool when this fails or is cancelled. A pool that was never opened
         holds no connection and is just marked closed.
         """
-        self._handed_out.pop(id(pool), None)
         if self._doom_unopened(pool):
             return
         try:
@@ -312,7 +300,6 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
 
     async def terminate_pool(self, pool: asyncpg.Pool) -> None:
         """Close the pool and all its connections at once, handed-out ones too (``terminate()``)."""
-        self._handed_out.pop(id(pool), None)
         if self._doom_unopened(pool):
             return
         try:
@@ -340,12 +327,6 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
             idle=idle,
             in_use=max(size - idle, 0),
         )
-
-    def free_size(self, pool: asyncpg.Pool) -> int:
-        """``max_size`` minus the connections handed out through this driver: the contract's
-        ``free`` in O(1) (asyncpg's size getters walk every holder). Connections taken from the
-        pool directly, bypassing the driver, are not counted."""
-        return max(int(pool.get_max_size()) - len(self._handed_out.get(id(pool), ())), 0)
 
     # -- connections -------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ install over each node's Unix socket, so no driver is needed. Example::
     with LocalCluster(replicas=2) as cluster:
         cluster.execute(cluster.primary, "CREATE TABLE t (x int)")
         cluster.promote(1)
-        cluster.repoint(2, 1)
+        cluster.repoint(2, 1)  # rewinds node2 if it had WAL that node1 never got
         cluster.rejoin(0, 1)
 
 Leftovers of clusters whose owning process died (servers, shared memory, directories) are removed
@@ -32,7 +32,7 @@ from typing import TypeVar
 
 from hasql_core.errors import ClusterError
 from hasql_core.host_state import Role
-from hasql_core.testing import _cleanup, _pgconf, _template
+from hasql_core.testing import _cleanup, _pgconf, _template, _timeline
 from hasql_core.testing._node import Node, State, StopMode, free_port
 from hasql_core.testing._postmaster import terminate_data_dir
 from hasql_core.testing._psql import clean_env
@@ -45,6 +45,8 @@ __all__ = ["ClusterError", "LocalCluster", "Node", "NodeRef", "Role", "State", "
 NodeRef = Node | int
 _T = TypeVar("_T")
 _BYTES_PER_NODE = 96 * 1024 * 1024
+#: How often :meth:`LocalCluster.repoint` re-checks, while waiting, whether the replica diverged.
+_DIVERGENCE_RECHECK = 0.25
 _LIVE: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
 
 
@@ -507,6 +509,15 @@ class LocalCluster:
         source = self.node(upstream) if upstream is not None else target.upstream
         if source is None:
             raise ClusterError(f"{target._describe()} has no upstream to stream from")
+        self._poll(
+            f"{target.name} to stream from {source.name}",
+            self._streaming_check(target, source),
+            timeout,
+        )
+
+    def _streaming_check(self, target: Node, source: Node) -> Callable[[], bool | None]:
+        """A check for :meth:`_poll`: True once ``target`` streams from ``source`` (see
+        :meth:`wait_streaming`), else None."""
         on_source = (
             "SELECT CASE WHEN pg_is_in_recovery() "
             "THEN (SELECT received_tli FROM pg_stat_wal_receiver) "
@@ -523,7 +534,7 @@ class LocalCluster:
             (timeline, listed), *_ = source._sql(on_source, timeout=5)
             return True if listed == "t" and rows[0][2] == timeline else None
 
-        self._poll(f"{target.name} to stream from {source.name}", check, timeout)
+        return check
 
     def wait_replayed(self, timeout: float = 10.0) -> None:
         """Wait until every running replica has replayed the primary's current WAL position."""
@@ -588,7 +599,15 @@ class LocalCluster:
     def repoint(self, replica: NodeRef, new_primary: NodeRef) -> None:
         """Make running ``replica`` stream from ``new_primary``; wait until it does.
 
-        Uses ALTER SYSTEM primary_conninfo + reload (the replica follows a new timeline by itself).
+        Normally this is ALTER SYSTEM primary_conninfo + reload: the replica keeps running and
+        follows ``new_primary``'s timeline by itself. A replica that has WAL past the point where
+        ``new_primary``'s timeline forked off the replica's (it had received more of the old
+        primary's WAL than ``new_primary`` when that was promoted) can never follow it. Such a
+        replica is stopped, rewound onto ``new_primary`` with pg_rewind (its extra WAL is
+        discarded) and started again as a replica of ``new_primary``, like :meth:`rejoin`; its
+        postmaster pid changes. Divergence is checked before reconfiguring and again every
+        0.25 s while waiting, which also catches WAL a still-running old primary sent in
+        between. Every step is bounded by :attr:`timeout` (pg_rewind by at least 60 s).
         """
         with self._lock:
             target, source = self.node(replica), self.node(new_primary)
@@ -598,14 +617,59 @@ class LocalCluster:
                 raise ClusterError(f"cannot repoint {target.name} to itself")
             self._expect(target, "running")
             self._expect(source, "running")
-            self._set_conninfo_live(target, source)
-            self.wait_streaming(target, source)
+            diverged = self._divergence(target, source)
+            if diverged is None:
+                self._set_conninfo_live(target, source)
+                diverged = self._await_following(target, source)
+                if diverged is None:
+                    return
+            self._resync(target, source, diverged)
+
+    def _divergence(self, replica: Node, source: Node) -> _timeline.Divergence | None:
+        """Where running ``replica``'s WAL left ``source``'s history; None if it can follow.
+
+        The replica's end of WAL comes from IDENTIFY_SYSTEM (its replay timeline, and the WAL it
+        received or replayed, whichever is further: received WAL gets replayed before the
+        replica looks for a new timeline); the source's history from its newest history file.
+        """
+        rows = replica._sql(
+            "IDENTIFY_SYSTEM", timeout=5, dbname="dbname=postgres replication=database"
+        )
+        try:
+            (_, timeline, lsn, _), *_ = rows
+            position = _timeline.Position(int(timeline), _timeline.parse_lsn(lsn))
+        except ValueError:
+            raise ClusterError(
+                f"{replica.name}: unexpected IDENTIFY_SYSTEM reply {rows!r}"
+            ) from None
+        return _timeline.divergence(position, _timeline.newest_history(source.data_dir / "pg_wal"))
+
+    def _await_following(self, target: Node, source: Node) -> _timeline.Divergence | None:
+        """Wait until ``target`` streams from ``source`` (None) or turns out to have diverged
+        from it (the divergence); ClusterError after :attr:`timeout`."""
+        streaming = self._streaming_check(target, source)
+        next_check = time.monotonic() + _DIVERGENCE_RECHECK
+
+        def check() -> tuple[_timeline.Divergence | None] | None:
+            nonlocal next_check
+            if streaming():
+                return (None,)
+            if time.monotonic() < next_check:
+                return None
+            next_check = time.monotonic() + _DIVERGENCE_RECHECK
+            diverged = self._divergence(target, source)
+            return None if diverged is None else (diverged,)
+
+        (diverged,) = self._poll(f"{target.name} to stream from {source.name}", check, None)
+        return diverged
 
     def rejoin(self, old_primary: NodeRef, new_primary: NodeRef) -> None:
         """Make ``old_primary`` a replica of ``new_primary`` with pg_rewind; wait until streaming.
 
         Stops it first if needed (thawing a frozen one); works after a kill too (pg_rewind runs
-        crash recovery). Its writes after the divergence point are discarded.
+        crash recovery). Its writes after the divergence point are discarded. ``old_primary`` may
+        be a replica too, but :meth:`repoint` is the call for a replica: it rewinds only when it
+        must.
         """
         with self._lock:
             target, source = self.node(old_primary), self.node(new_primary)
@@ -614,29 +678,52 @@ class LocalCluster:
             if source.role is not Role.PRIMARY:
                 raise ClusterError(f"cannot rejoin to {source._describe()}: it is not a primary")
             self._expect(source, "running")
-            if target.state != "stopped":
-                target._signal_stop("fast")
-                target._await_down(self.timeout, force=False)
-            target._await_orphans(self.timeout)
-            server_user = self._server_user
-            assert server_user is not None
-            source._sql("CHECKPOINT", timeout=self.timeout)
-            self._rewind(target, source, server_user)
-            target._write_trigger("standby.signal")
-            _pgconf.update_auto_conf(
-                target.data_dir,
-                {"primary_conninfo": _pgconf.primary_conninfo(source.port, target.name)},
-                server_user,
-            )
-            target._role, target._upstream = Role.STANDBY, source
-            if self._primary_index == target.index:
-                self._primary_index = source.index
-            port = target.port
-            target._launch()
-            target._await_up(self.timeout)
-            if target.port != port and target.proxy is not None:
-                target.proxy.retarget(target.port)
-            self.wait_streaming(target, source)
+            self._resync(target, source, None)
+
+    def _resync(self, target: Node, source: Node, diverged: _timeline.Divergence | None) -> None:
+        """Stop ``target`` (thawing a frozen one), rewind it onto running ``source``, start it as
+        a replica of ``source`` and wait until it streams.
+
+        ``diverged``, when known, is where ``target``'s timeline left ``source``'s history; the
+        target's WAL of that timeline from there on is removed after the rewind.
+        """
+        if target.state != "stopped":
+            target._signal_stop("fast")
+            target._await_down(self.timeout, force=False)
+        target._await_orphans(self.timeout)
+        server_user = self._server_user
+        assert server_user is not None
+        source._sql("CHECKPOINT", timeout=self.timeout)
+        self._rewind(target, source, server_user)
+        if diverged is not None and diverged.lsn is not None:
+            # pg_rewind judges a replica by its control file (minimum recovery point), so it
+            # reports "no rewind required" for one that received WAL past the switch point but had
+            # not replayed it. Left in pg_wal, that WAL would be replayed at start and the replica
+            # be stuck as before; without it, the replica streams that segment from the source.
+            size = source._sql(
+                "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'",
+                timeout=self.timeout,
+            )[0][0]
+            wal_dir = target.data_dir / "pg_wal"
+            for path in _timeline.segments_from(
+                wal_dir, diverged.timeline, diverged.lsn, int(size)
+            ):
+                path.unlink(missing_ok=True)
+        target._write_trigger("standby.signal")
+        _pgconf.update_auto_conf(
+            target.data_dir,
+            {"primary_conninfo": _pgconf.primary_conninfo(source.port, target.name)},
+            server_user,
+        )
+        target._role, target._upstream = Role.STANDBY, source
+        if self._primary_index == target.index:
+            self._primary_index = source.index
+        port = target.port
+        target._launch()
+        target._await_up(self.timeout)
+        if target.port != port and target.proxy is not None:
+            target.proxy.retarget(target.port)
+        self.wait_streaming(target, source)
 
     def _rewind(self, target: Node, source: Node, server_user: ServerUser) -> None:
         source_conn = f"host={source.socket_dir} port={source.port} user=postgres dbname=postgres"

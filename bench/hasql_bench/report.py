@@ -217,6 +217,16 @@ def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{core:.0f} vs {other:.0f}",
             "cpu",
         )
+    ready = (monitor.get("fake") or {}).get("ready_seconds")
+    if ready:
+        add(
+            "6. ready() over the simulated hosts: s",
+            ready[CORE],
+            ready[HASQL],
+            True,
+            f"{ready[CORE]:.2f} s vs {ready[HASQL]:.2f} s",
+            "s",
+        )
     for row_core in results.get("micro", []):
         if not row_core["client"].startswith(CORE):
             continue
@@ -247,17 +257,45 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         return "not measured" if ok is None else ("met" if ok else "MISSED")
 
     for driver, data in results.get("overhead", {}).items():
-        rows = [r for r in data["rows"] if r["client"] == CORE and r["tasks"] == 100]
-        worst = min((r["ratio_to_raw"] for r in rows), default=None)
-        shown = ", ".join(f"{r['role']}s {r['ratio_to_raw']:.2f}" for r in rows)
+        # Issue 8 asked for 10 % at 100 tasks; issue 18 for 5 % at 1 task and at 100 tasks.
+        for tasks, limit in ((100, 0.90), (1, 0.95), (100, 0.95)):
+            rows = [r for r in data["rows"] if r["client"] == CORE and r["tasks"] == tasks]
+            if not rows:
+                continue
+            worst = min(r["ratio_to_raw"] for r in rows)
+            out.append(
+                {
+                    "target": f"overhead within {round((1 - limit) * 100)} % of the raw pool at "
+                    f"{tasks} task(s), writes and reads (ratio ≥ {limit:.2f})",
+                    "driver": driver,
+                    "value": ", ".join(f"{r['role']}s {r['ratio_to_raw']:.2f}" for r in rows),
+                    "verdict": verdict(worst >= limit),
+                }
+            )
+    fake = results.get("monitor", {}).get("fake")
+    if fake:
+        core_cpu = fake["clients"][CORE]["cpu_us_per_host_per_s"]
+        hasql_cpu = fake["clients"][HASQL]["cpu_us_per_host_per_s"]
         out.append(
             {
-                "target": "overhead within 10 % of the raw pool at 100 tasks (ratio ≥ 0.90)",
-                "driver": driver,
-                "value": shown,
-                "verdict": verdict(None if worst is None else worst >= 0.90),
+                "target": f"monitor CPU at {fake['hosts']} hosts at or below hasql 0.10's "
+                "(a tie within the CPU noise counts as at)",
+                "driver": "fake",
+                "value": f"{core_cpu:.0f} vs {hasql_cpu:.0f} µs per host per s",
+                "verdict": verdict(_compare(core_cpu, hasql_cpu, True, "cpu") != "worse"),
             }
         )
+        ready = fake.get("ready_seconds")
+        if ready:
+            out.append(
+                {
+                    "target": f"ready() over {fake['hosts']} hosts no slower than hasql 0.10's "
+                    "(a tie within the time noise counts as no slower)",
+                    "driver": "fake",
+                    "value": f"{ready[CORE]:.2f} s vs {ready[HASQL]:.2f} s",
+                    "verdict": verdict(_compare(ready[CORE], ready[HASQL], True, "s") != "worse"),
+                }
+            )
     failover = results.get("failover", {})
     checks: list[tuple[str, str, Metric, Callable[[float], bool], str]] = [
         (

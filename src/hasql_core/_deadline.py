@@ -8,6 +8,10 @@ The timer is a ``loop.call_at`` handle, or, on the hot paths (acquire, release, 
 sleeps), an :class:`Alarm` on a :class:`TimerWheel`: each ``call_at`` costs a ``TimerHandle`` and a heap
 push whose comparisons run in Python, which at thousands of waits per second is a large part of the
 manager's own cost; an alarm costs a set insertion.
+
+The hot paths also avoid ``asyncio.get_running_loop()`` and ``asyncio.current_task()`` without a
+loop: on Linux with glibc each call is a ``getpid()`` system call (the loop is checked against the
+process id), a few microseconds apiece on a virtual machine. A wheel knows its loop instead.
 """
 
 from __future__ import annotations
@@ -52,9 +56,8 @@ class TimerWheel:
 
     Alarms due within the same :data:`WHEEL_TICK` share one slot and one ``loop.call_at``; scheduling
     and withdrawing an alarm is a set insertion and removal. An alarm rings at the end of its tick:
-    never before its time, at most one tick after it. Alarms ring on the loop that was running when
-    they were scheduled; when another loop schedules one, the slots of the former loop are dropped
-    (a manager lives on one loop, this only guards against slots that can never ring).
+    never before its time, at most one tick after it. A wheel serves one event loop: the one given
+    to :meth:`bind`, else the one running when it is first used.
     """
 
     __slots__ = ("_loop", "_slots")
@@ -63,23 +66,33 @@ class TimerWheel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: dict[int, set[Alarm]] = {}
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the alarms ring on."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve ``loop`` from now on (alarms of a former loop are dropped: they cannot ring)."""
+        if loop is not self._loop:
+            self._loop, self._slots = loop, {}
+
     def schedule(self, when: float, alarm: Alarm) -> Alarm:
         """Ring ``alarm`` once ``loop.time()`` reaches ``when``; returns ``alarm``."""
         key = -int(-when // WHEEL_TICK)  # the tick at or after ``when``
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._loop, self._slots = loop, {}
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = set()
-            loop.call_at(key * WHEEL_TICK, self._ring, key)
+            self.loop.call_at(key * WHEEL_TICK, self._ring, key)
         slot.add(alarm)
         alarm._slot = slot
         return alarm
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Alarm:
         """``callback()`` after ``delay`` seconds (within a tick); cancel with the returned alarm."""
-        return self.schedule(asyncio.get_running_loop().time() + delay, Alarm(callback))
+        return self.schedule(self.loop.time() + delay, Alarm(callback))
 
     def _ring(self, key: int) -> None:
         slot = self._slots.pop(key, None)
@@ -130,9 +143,9 @@ async def await_until(
     With a ``wheel`` the deadline is kept by an alarm on it (up to one tick late). An awaitable that
     completes at its first step returns without any timer being armed.
     """
-    task = asyncio.current_task()
-    if task is None:  # not inside a task: fall back to the generic tool
-        loop = asyncio.get_running_loop()
+    loop = asyncio.get_running_loop() if wheel is None else wheel.loop
+    task = asyncio.current_task(loop)
+    if task is None:  # not inside a task (of the wheel's loop): fall back to the generic tool
         return await asyncio.wait_for(awaitable, max(deadline - loop.time(), 0.0))
     steps = awaitable.__await__()
     try:
@@ -172,21 +185,26 @@ class Bounded:
     ) -> None:
         self._coro = coro
         self._pending = pending
-        self._deadline = (
-            asyncio.get_running_loop().time() + timeout if deadline is None else deadline
-        )
+        if deadline is None:
+            deadline = (
+                asyncio.get_running_loop() if wheel is None else wheel.loop
+            ).time() + timeout
+        self._deadline = deadline
         self._wheel = wheel
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro, pending = self._coro, self._pending
-        task = asyncio.current_task()
-        if task is None:  # not inside a task: nothing to cancel at the deadline
+        coro, pending, wheel = self._coro, self._pending, self._wheel
+        loop = asyncio.get_running_loop() if wheel is None else wheel.loop
+        task = asyncio.current_task(loop)
+        if task is None:
             coro.close()
-            raise RuntimeError("Bounded must be awaited inside an asyncio task")
+            raise RuntimeError(
+                "awaited outside an asyncio task of the event loop this PoolManager runs on; a "
+                "PoolManager serves the event loop it was started in"
+            )
         expiry = _Expiry(task)
-        wheel = self._wheel
         timer: Alarm | asyncio.TimerHandle = (
-            asyncio.get_running_loop().call_at(self._deadline, expiry)
+            loop.call_at(self._deadline, expiry)
             if wheel is None
             else wheel.schedule(self._deadline, expiry)
         )
@@ -228,4 +246,5 @@ async def within(awaitable: Awaitable[T], timeout: float, wheel: TimerWheel | No
     Unlike ``asyncio.wait_for`` before Python 3.12, a cancellation of the caller is never lost when
     the awaitable happens to finish at the same moment: no inner task is involved.
     """
-    return await await_until(awaitable, asyncio.get_running_loop().time() + timeout, wheel)
+    loop = asyncio.get_running_loop() if wheel is None else wheel.loop
+    return await await_until(awaitable, loop.time() + timeout, wheel)

@@ -347,8 +347,7 @@ class HostMonitor:
                 await within(self._driver.close_monitor(connection), CLEANUP_TIMEOUT)
 
     async def _sleep(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        wakeup: asyncio.Future[None] = loop.create_future()
+        wakeup: asyncio.Future[None] = self._wheel.loop.create_future()
         self._wakeup = wakeup
         timer = self._wheel.call_later(delay, partial(set_done, wakeup))
         try:

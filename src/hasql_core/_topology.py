@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import statistics
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -64,6 +63,8 @@ class HostEntry:
     __slots__ = (
         "_driver",
         "_rtts",
+        "_rtts_sorted",
+        "_window",
         "acquire_count",
         "acquire_time",
         "capacity",
@@ -89,7 +90,10 @@ class HostEntry:
         #: When (``time.monotonic()``) a handed-out connection failed in a way that blames the
         #: host; cleared by the first probe that started after it.
         self.suspect: float | None = None
-        self._rtts: deque[float] = deque(maxlen=window)
+        self._rtts: deque[float] = deque()
+        #: The same round-trip times in order, so the median is two index reads.
+        self._rtts_sorted: list[float] = []
+        self._window = window
         #: Median probe round-trip time over the stopwatch window (seconds), None before any probe.
         self.response_time: float | None = None
         #: Completed probes (successful or not).
@@ -118,8 +122,15 @@ class HostEntry:
 
     def record_rtt(self, rtt: float) -> None:
         """Add one probe round-trip time to the stopwatch window."""
-        self._rtts.append(rtt)
-        self.response_time = statistics.median(self._rtts)
+        rtts, ordered = self._rtts, self._rtts_sorted
+        if len(rtts) == self._window:
+            del ordered[bisect.bisect_left(ordered, rtts.popleft())]
+        rtts.append(rtt)
+        bisect.insort(ordered, rtt)
+        middle = len(ordered) // 2
+        self.response_time = (
+            ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        )
 
     def count_error(self, kind: str) -> None:
         """Count one failure of the given kind."""

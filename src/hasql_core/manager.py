@@ -196,8 +196,10 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
     def _start(self) -> None:
         if self._tasks:
             return
+        loop = asyncio.get_running_loop()
+        self._topology.wheel.bind(loop)
         for monitor in self._monitors:
-            task = asyncio.get_running_loop().create_task(monitor.run())
+            task = loop.create_task(monitor.run())
             task.add_done_callback(log_crash)
             self._tasks.append(task)
         self._events.manager_started()
@@ -339,7 +341,7 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
             self._check_open()
         if not self._tasks:
             self._start()
-        loop = asyncio.get_running_loop()
+        loop = self._topology.wheel.loop  # not asyncio.get_running_loop(): see _deadline
         started = loop.time()
         deadline = started + request.timeout
         fast_mode = retried = False

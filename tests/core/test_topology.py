@@ -4,6 +4,7 @@ recompute, in DSN order."""
 from __future__ import annotations
 
 import random
+import statistics
 import time
 
 import attrs
@@ -72,3 +73,16 @@ def test_candidate_sets_match_a_full_recompute_after_every_change(seed: int):
             topology.mark_stale(entry)
         assert (topology.standbys, topology.fresh_standbys) == _expected(topology), step
     assert topology.writable is entries[0]
+
+
+def test_response_time_is_the_median_of_the_stopwatch_window():
+    entry = _topology(1).entries[0]
+    window = 8  # as built by _topology
+    rng = random.Random(3)
+    seen: list[float] = []
+    assert entry.response_time is None
+    for _ in range(50):
+        rtt = rng.choice([0.001, 0.002, 0.005, rng.random() / 100])
+        entry.record_rtt(rtt)
+        seen.append(rtt)
+        assert entry.response_time == statistics.median(seen[-window:])

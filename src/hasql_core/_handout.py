@@ -148,7 +148,11 @@ class Handout:
                 return
             # The driver's release, stepped by hand: most releases end without waiting, and then
             # no deadline is armed (see Bounded).
-            releasing = self._driver.release(pool, connection, **kwargs)
+            releasing = (
+                self._driver.release(pool, connection, **kwargs)
+                if kwargs
+                else self._driver.release(pool, connection)
+            )
             try:
                 pending = releasing.send(None)
             except StopIteration:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from time import monotonic
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -171,6 +171,7 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
         self._requests = AcquireRequests(options)
         self._default_requests = self._requests.plain
         self._tasks: list[asyncio.Task[None]] = []
+        self._clock: Callable[[], float] = monotonic  # the loop's clock, set by _start()
         self._handout = Handout(
             self._driver, options.release_timeout, self._suspect, self._topology.wheel
         )
@@ -198,6 +199,9 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
             return
         loop = asyncio.get_running_loop()
         self._topology.wheel.bind(loop)
+        # The loop's clock, as a C function when it is the standard one (loop.time() is a Python
+        # method around time.monotonic()).
+        self._clock = monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         for monitor in self._monitors:
             task = loop.create_task(monitor.run())
             task.add_done_callback(log_crash)
@@ -341,8 +345,8 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
             self._check_open()
         if not self._tasks:
             self._start()
-        loop = self._topology.wheel.loop  # not asyncio.get_running_loop(): see _deadline
-        started = loop.time()
+        clock = self._clock
+        started = clock()
         deadline = started + request.timeout
         fast_mode = retried = False
         excluded: frozenset[HostEntry] = _NOBODY
@@ -352,7 +356,12 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
                 request = await self._hasql_policy.route(request, deadline)
                 retried = True
             while True:
-                entry = choose_host(self._topology, request, self._balancer, excluded)
+                if request.read_only or request.entry is not None or self._balancer.sees_writes:
+                    entry = choose_host(self._topology, request, self._balancer, excluded)
+                else:  # a plain write: choose_host's answer, without the call
+                    entry = self._topology.writable
+                    if entry is None or entry in excluded:
+                        entry = choose_host(self._topology, request, self._balancer, excluded)
                 if entry is None:
                     if not fast_mode:  # probe every host fast until this acquire is served
                         fast_mode = True
@@ -364,14 +373,18 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
                     retried = True
                     continue
                 if retried:
-                    self._pool_wait_time += loop.time() - started
-                remaining = deadline - loop.time() if retried else request.timeout
+                    self._pool_wait_time += clock() - started
+                remaining = deadline - clock() if retried else request.timeout
                 stats = self._acquire_stats
                 counters = None if stats is None else stats.begin(entry)
                 try:
                     # Stepped by hand: when an idle connection is free the driver's acquire
                     # completes at once, and no deadline is armed (see Bounded).
-                    acquiring = self._driver.acquire(entry.pool, remaining, **request.kwargs)
+                    acquiring = (
+                        self._driver.acquire(entry.pool, remaining, **request.kwargs)
+                        if request.kwargs
+                        else self._driver.acquire(entry.pool, remaining)
+                    )
                     try:
                         pending = acquiring.send(None)
                     except StopIteration as done:
@@ -402,7 +415,7 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
                 finally:
                     if counters is not None:
                         counters.pending -= 1
-                now = loop.time()
+                now = clock()
                 # Use time is measured on time.monotonic(): cheaper than loop.time() at release.
                 self._handed_out[id(connection)] = (
                     connection,
@@ -418,7 +431,7 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
                     if request.read_only and entry is self._topology.writable:
                         stats.read_on_primary(self._topology, request)
                 if context is not None:
-                    context.entered(connection)
+                    context._connection = connection
                 return connection
         finally:
             if fast_mode:

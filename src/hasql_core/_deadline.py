@@ -30,6 +30,19 @@ log = logging.getLogger("hasql_core")
 WHEEL_TICK = 0.005
 
 
+class _Slot(set["Alarm"]):
+    """The alarms of one tick, and the loop timer that rings them (cancelled once none is left:
+    an idle manager's withdrawn deadlines do not wake the event loop)."""
+
+    __slots__ = ("handle", "key", "wheel")
+
+    def __init__(self, wheel: TimerWheel, key: int) -> None:
+        super().__init__()
+        self.wheel = wheel
+        self.key = key
+        self.handle: asyncio.TimerHandle | None = None
+
+
 class Alarm:
     """A callback due at some time on a :class:`TimerWheel`; :meth:`cancel` withdraws it."""
 
@@ -37,7 +50,7 @@ class Alarm:
 
     def __init__(self, callback: Callable[[], object]) -> None:
         self.callback = callback
-        self._slot: set[Alarm] | None = None
+        self._slot: _Slot | None = None
 
     def ring(self) -> None:
         """Run the callback (the wheel calls this once the alarm is due)."""
@@ -49,22 +62,25 @@ class Alarm:
         if slot is not None:
             self._slot = None
             slot.discard(self)
+            if not slot:
+                slot.wheel._drop(slot)
 
 
 class TimerWheel:
     """Many short-lived timers of one event loop for the price of a few loop timers.
 
     Alarms due within the same :data:`WHEEL_TICK` share one slot and one ``loop.call_at``; scheduling
-    and withdrawing an alarm is a set insertion and removal. An alarm rings at the end of its tick:
-    never before its time, at most one tick after it. A wheel serves one event loop: the one given
-    to :meth:`bind`, else the one running when it is first used.
+    and withdrawing an alarm is a set insertion and removal (the slot's loop timer is cancelled
+    when its last alarm is withdrawn). An alarm rings at the end of its tick: never before its
+    time, at most one tick after it. A wheel serves one event loop: the one given to :meth:`bind`,
+    else the one running when it is first used.
     """
 
     __slots__ = ("_loop", "_slots")
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots: dict[int, set[Alarm]] = {}
+        self._slots: dict[int, _Slot] = {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -84,8 +100,8 @@ class TimerWheel:
         key = -int(-when // WHEEL_TICK)  # the tick at or after ``when``
         slot = self._slots.get(key)
         if slot is None:
-            slot = self._slots[key] = set()
-            self.loop.call_at(key * WHEEL_TICK, self._ring, key)
+            slot = self._slots[key] = _Slot(self, key)
+            slot.handle = self.loop.call_at(key * WHEEL_TICK, self._ring, key)
         slot.add(alarm)
         alarm._slot = slot
         return alarm
@@ -94,11 +110,22 @@ class TimerWheel:
         """``callback()`` after ``delay`` seconds (within a tick); cancel with the returned alarm."""
         return self.schedule(self.loop.time() + delay, Alarm(callback))
 
+    def _drop(self, slot: _Slot) -> None:
+        """Forget ``slot``, whose last alarm was withdrawn, and cancel its loop timer."""
+        if self._slots.get(slot.key) is slot:
+            del self._slots[slot.key]
+        if slot.handle is not None:
+            slot.handle.cancel()
+            slot.handle = None
+
     def _ring(self, key: int) -> None:
         slot = self._slots.pop(key, None)
         if not slot:
             return
-        for alarm in slot:
+        slot.handle = None
+        for alarm in tuple(slot):  # a callback may withdraw alarms of this very slot
+            if alarm._slot is not slot:
+                continue
             alarm._slot = None
             try:
                 alarm.ring()

@@ -97,7 +97,7 @@ class HostMonitor:
         self._wakeup: asyncio.Future[None] | None = None
         self._probe_again = False
         self._wheel = topology.wheel
-        self._stale_timer: Alarm | None = None
+        self._stale_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._pool_error_logged: str | None = None
 
@@ -215,8 +215,9 @@ class HostMonitor:
             self._stale_timer = None
         crossing = self._seconds_to_lag_limit()
         if crossing is not None:
-            self._stale_timer = self._wheel.call_later(
-                crossing, partial(self._topology.mark_stale, self.entry)
+            # A loop timer, not the wheel: it must not ring a tick late (lag limits are exact).
+            self._stale_timer = self._wheel.loop.call_later(
+                crossing, self._topology.mark_stale, self.entry
             )
 
     def _arm_slow_probe_alarm(self, begun: float) -> Alarm | None:

@@ -81,7 +81,8 @@ class Readiness:
             return
         m, r = masters_count, replicas_count
         await self._wait_until(
-            lambda: self.master_pool_count >= m and self.replica_pool_count >= r,
+            # The replica count is a len(); the primary count walks every host, so it goes second.
+            lambda: self.replica_pool_count >= r and self.master_pool_count >= m,
             timeout,
             f"{m} primary(ies) and {r} replica(s)",
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hasql_core._deadline import WHEEL_TICK, Bounded, TimerWheel, await_until
+from hasql_core._deadline import WHEEL_TICK, Alarm, Bounded, TimerWheel, await_until
 
 
 async def test_result_before_deadline():
@@ -172,3 +172,32 @@ async def test_a_result_ready_at_once_is_returned_even_past_the_deadline():
 
     with pytest.raises(asyncio.TimeoutError):
         await await_until(waits(), loop.time() - 1)
+
+
+async def test_an_alarm_may_withdraw_another_of_the_same_tick():
+    wheel = TimerWheel()
+    rang: list[str] = []
+    done = asyncio.Event()
+    when = wheel.loop.time() + 0.01
+    second = Alarm(lambda: rang.append("second"))
+
+    def first() -> None:
+        rang.append("first")
+        second.cancel()
+
+    # Both land in the same tick; whichever rings first, the other must not ring after being
+    # withdrawn, and the ring must not fail on the slot changing under it.
+    wheel.schedule(when, Alarm(first))
+    wheel.schedule(when, second)
+    wheel.call_later(0.01 + 2 * WHEEL_TICK, done.set)
+    await asyncio.wait_for(done.wait(), 5)
+    assert rang in (["first"], ["second", "first"])
+
+
+async def test_withdrawing_every_alarm_then_scheduling_again_still_rings():
+    wheel = TimerWheel()
+    done = asyncio.Event()
+    when = wheel.loop.time() + 0.01
+    wheel.schedule(when, Alarm(lambda: None)).cancel()  # the tick's slot goes away
+    wheel.schedule(when, Alarm(done.set))  # and is made again
+    await asyncio.wait_for(done.wait(), 5)

@@ -54,7 +54,10 @@ def choose_host(
         if primary is None or not balancer.sees_writes:
             return primary
         return balancer.choose((primary,), False)  # type: ignore[return-value]
-    candidates: Sequence[HostEntry] = topology.standbys_within(request.lag_limit)
+    limit = request.lag_limit
+    candidates: Sequence[HostEntry] = (
+        topology.fresh_standbys if limit is None else topology.standbys_within(limit)
+    )
     if excluded:
         candidates = [e for e in candidates if e not in excluded]
     weight = request.weight

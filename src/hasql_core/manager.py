@@ -98,7 +98,8 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
     (hasql waited for every host, and failed after 10 s when one was down).
 
     The manager starts monitoring when created inside a running event loop, otherwise at its first
-    use. Use ``async with PoolManager(...) as pm`` or call :meth:`close` when done.
+    use, and serves that event loop only.
+    Use ``async with PoolManager(...) as pm`` or call :meth:`close` when done.
     """
 
     def __init__(

@@ -23,16 +23,16 @@ class GreedyPolicy(BalancerPolicy):
         """Return a candidate with the most free capacity."""
         if len(candidates) == 1:
             return candidates[0]
-        first, *others = candidates
-        best = [first]
-        best_free = first.free_size()
-        for candidate in others:
+        best = [candidates[0]]
+        best_free = candidates[0].free_size()
+        for candidate in candidates[1:]:
             free = candidate.free_size()
             if free > best_free:
                 best, best_free = [candidate], free
             elif free == best_free:
                 best.append(candidate)
-        return best[0] if len(best) == 1 else random.choice(best)
+        # random.random() is one C call; random.choice() draws its index in Python.
+        return best[0] if len(best) == 1 else best[int(random.random() * len(best))]
 
 
 class RoundRobinPolicy(BalancerPolicy):

@@ -8,7 +8,7 @@ them from :class:`HasqlPoolApi`; new code needs none of them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _plugins as plugins
@@ -40,6 +40,7 @@ class HasqlPoolApi:
     _pool_wait_time: float
     _pool_waits: int
     _topology: Topology
+    _give_back: Callable[[Any, BaseException | None], Awaitable[None]]
 
     if TYPE_CHECKING:
 
@@ -63,8 +64,6 @@ class HasqlPoolApi:
         ) -> Any: ...
 
         def report_error(self, connection: Any, error: BaseException) -> None: ...
-
-        def _give_back(self, connection: Any, failure: BaseException | None) -> Awaitable[None]: ...
 
     def _entry_of(self, pool: Any) -> HostEntry:
         entry = self._entry_by_pool.get(id(pool))

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from time import monotonic
+from types import MappingProxyType
 from typing import Any
 
 from ._acquire_stats import AcquireRecorder
@@ -24,6 +25,7 @@ log = logging.getLogger("hasql_core")
 #: An exception that ended a connection's use mid-statement: the library would wait on the server
 #: to clean up (a cancellation, a reset), so the connection is discarded instead.
 _INTERRUPTIONS = (asyncio.CancelledError, asyncio.TimeoutError, TimeoutError)
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 class Handout:
@@ -114,13 +116,17 @@ class Handout:
     async def give_back(
         self,
         connection: Any,
-        kwargs: Mapping[str, Any],
-        failure: BaseException | None,
-        check_closed: bool,
+        failure: BaseException | None = None,
+        kwargs: Mapping[str, Any] = _NO_KWARGS,
+        check_closed: bool | None = None,
     ) -> None:
         """Release or discard ``connection`` (see ``PoolManager.release``); ``failure`` is the
-        exception that ended its use, if any. ``check_closed=False`` skips asking the driver
-        whether the connection is closed (a block that ended normally used it successfully)."""
+        exception that ended its use, if any; ``kwargs`` go to the driver's release. The driver
+        is asked whether the connection is closed when ``check_closed`` is true (by default,
+        when there was a failure: a block that ended normally used it successfully). Called
+        as is at the end of an ``async with`` block (``PoolManager._give_back``)."""
+        if check_closed is None:
+            check_closed = failure is not None
         item = self.out.pop(id(connection), None)
         if item is None:
             raise ValueError(

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import datetime
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from time import monotonic
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from . import _plugins as plugins
@@ -56,7 +56,6 @@ log = logging.getLogger("hasql_core")
 
 #: An empty set of hosts, shared by every acquire that has excluded none.
 _NOBODY: frozenset[HostEntry] = frozenset()
-_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
@@ -177,6 +176,8 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
             self._driver, options.release_timeout, self._suspect, self._topology.wheel
         )
         self._handed_out = self._handout.out  # the acquire path records connections here
+        #: What an ``async with`` block's exit calls: the handout's coroutine, no wrapper around it.
+        self._give_back = self._handout.give_back
         self._closing = False
         self._closed = False
         self._pool_waits = 0
@@ -342,7 +343,7 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
     async def _acquire(self, request: AcquireRequest, context: AcquireContext | None = None) -> Any:
         """Carry out ``request`` (see :meth:`acquire`) and return the driver's connection (also
         recorded in ``context``, the ``async with`` block it is for, if any)."""
-        if self._closing or self._closed:
+        if self._closing:  # set for good once close() or terminate() begins
             self._check_open()
         if not self._tasks:
             self._start()
@@ -476,12 +477,7 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
             if session is not None and session._manager is self and session.owns(connection):
                 await session.release(connection, **kwargs)
                 return
-        await self._handout.give_back(connection, kwargs, None, check_closed=True)
-
-    def _give_back(self, connection: Any, failure: BaseException | None) -> Awaitable[None]:
-        """Release or discard a connection whose ``async with`` block just ended (the handout's
-        coroutine itself, without a coroutine of the manager's around it)."""
-        return self._handout.give_back(connection, _NO_KWARGS, failure, failure is not None)
+        await self._handout.give_back(connection, None, kwargs, check_closed=True)
 
     def report_error(self, connection: Any, error: BaseException) -> None:
         """Tell the manager that ``error`` was raised while ``connection`` was in use.

@@ -102,7 +102,8 @@ class HostEntry:
         self.acquire_time = 0.0
         #: The pool's ``max`` size, read when the pool was opened.
         self.capacity = 0
-        #: Connections of this host handed out by the manager and not given back yet.
+        #: Connections of this host handed out by the manager and not given back yet, plus the
+        #: manager's acquires waiting in its pool.
         self.in_use = 0
         #: Connections closed instead of released (see ``Driver.discard``).
         self.discarded = 0
@@ -116,8 +117,9 @@ class HostEntry:
         return self._driver.pool_stats(self.pool)
 
     def free_size(self) -> int:
-        """Acquires the pool can serve now without waiting (its capacity minus the connections
-        handed out); 0 while the pool is not open. Counted by the manager, no driver call."""
+        """Acquires the pool can serve now without waiting: its capacity minus the connections
+        handed out and the acquires waiting for one (below 0: that many are queued); 0 while the
+        pool is not open. Counted by the manager, no driver call."""
         return 0 if self.pool is None else self.capacity - self.in_use
 
     def record_rtt(self, rtt: float) -> None:

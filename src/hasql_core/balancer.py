@@ -35,7 +35,8 @@ class Candidate(Protocol):
 
     def free_size(self) -> int:
         """Acquires the host's pool can serve now without waiting: its maximum size minus the
-        connections the manager has handed out from it (O(1), no driver call)."""
+        connections the manager has handed out from it and its acquires waiting there (negative
+        when acquires are queued; O(1), no driver call)."""
 
 
 class BalancerPolicy(abc.ABC):

@@ -379,22 +379,30 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
                 remaining = deadline - clock() if retried else request.timeout
                 stats = self._acquire_stats
                 counters = None if stats is None else stats.begin(entry)
+                # Counted from now, waiting or not: the greedy policy sends the next acquire to
+                # the host with the most capacity left, which is the shortest queue when every
+                # pool is busy.
+                entry.in_use += 1
                 try:
-                    # Stepped by hand: when an idle connection is free the driver's acquire
-                    # completes at once, and no deadline is armed (see Bounded).
-                    acquiring = (
-                        self._driver.acquire(entry.pool, remaining, **request.kwargs)
-                        if request.kwargs
-                        else self._driver.acquire(entry.pool, remaining)
-                    )
                     try:
-                        pending = acquiring.send(None)
-                    except StopIteration as done:
-                        connection = done.value
-                    else:
-                        connection = await Bounded(
-                            acquiring, pending, deadline=deadline, wheel=self._topology.wheel
+                        # Stepped by hand: when an idle connection is free the driver's acquire
+                        # completes at once, and no deadline is armed (see Bounded).
+                        acquiring = (
+                            self._driver.acquire(entry.pool, remaining, **request.kwargs)
+                            if request.kwargs
+                            else self._driver.acquire(entry.pool, remaining)
                         )
+                        try:
+                            pending = acquiring.send(None)
+                        except StopIteration as done:
+                            connection = done.value
+                        else:
+                            connection = await Bounded(
+                                acquiring, pending, deadline=deadline, wheel=self._topology.wheel
+                            )
+                    except BaseException:
+                        entry.in_use -= 1
+                        raise
                 except asyncio.TimeoutError as error:
                     if counters is not None:
                         counters.timeouts += 1
@@ -425,7 +433,6 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
                     None if counters is None else monotonic(),
                     entry.pool,
                 )
-                entry.in_use += 1
                 entry.acquire_count += 1
                 entry.acquire_time += now - started
                 if stats is not None and counters is not None:

@@ -12,8 +12,9 @@ from .hookspecs import hookimpl
 class GreedyPolicy(BalancerPolicy):
     """Pick the candidate whose pool can serve the most acquires right now; random among ties.
 
-    Free capacity is :attr:`PoolStats.free` (idle connections plus unopened capacity), which means the
-    same for every driver.
+    Free capacity is the candidate's ``free_size()``: for the manager's hosts, the pool's maximum
+    size minus the connections handed out and the acquires already waiting there, the same for
+    every driver. When every pool is busy, that makes greedy join the shortest queue.
     """
 
     name = "greedy"

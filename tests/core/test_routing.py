@@ -327,3 +327,32 @@ async def test_greedy_spreads_held_reads_by_the_connections_the_manager_handed_o
     finally:
         await pm.release(first)
         await pm.release(second)
+
+
+async def test_greedy_sends_waiting_reads_to_the_shortest_queue(cluster, make_manager):
+    # Pools of 1 per host. Two reads hold both standbys' connections; four more must wait. Each
+    # waiting read counts against its host, so greedy splits them 2 and 2 (random picks would
+    # often queue 3 or 4 behind one host).
+    pm = make_manager(cluster, pool_factory_kwargs={"min_size": 1, "max_size": 1})
+    pm.enable_acquire_stats()  # its "pending" figure shows when all four reads wait
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    held = [await pm.acquire_replica() for _ in range(2)]
+    assert sorted(conn.host.name for conn in held) == ["db1:5432", "db2:5432"]
+    served: list[str] = []
+
+    async def read() -> None:
+        async with pm.acquire_replica(timeout=5) as conn:
+            served.append(conn.host.name)
+
+    waiting = [asyncio.ensure_future(read()) for _ in range(4)]
+
+    def pending() -> int:
+        stats = pm.acquire_stats()
+        assert stats is not None
+        return sum(host.pending for host in stats.hosts)
+
+    await wait_for(lambda: pending() == 4)
+    for conn in held:
+        await pm.release(conn)
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    assert sorted(served) == ["db1:5432", "db1:5432", "db2:5432", "db2:5432"]

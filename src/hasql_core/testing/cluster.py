@@ -143,7 +143,8 @@ class LocalCluster:
         self.close()
 
     def start(self) -> LocalCluster:
-        """Build and start every node; return once every replica streams from the primary.
+        """Build and start every node; return once every replica streams from the primary and
+        has replayed the creation of the login role and database.
 
         Removes leftovers of dead owners first. On failure everything built so far is torn down and
         the error re-raised. A cluster starts once; build a new one to start again.
@@ -229,6 +230,8 @@ class LocalCluster:
             node._await_up(self.timeout)
         for node in replicas:
             self.wait_streaming(node)
+        if replicas:  # a client may log in to a replica at once: it must have the role and database
+            self.wait_replayed(self.timeout)
         if self._proxied:
             self._start_proxies(entry)
 

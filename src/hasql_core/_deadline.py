@@ -133,6 +133,11 @@ class TimerWheel:
                 log.exception("a timer callback failed")
 
 
+def _loop_of(wheel: TimerWheel | None) -> asyncio.AbstractEventLoop:
+    """The wheel's loop, or the running loop when there is no wheel."""
+    return asyncio.get_running_loop() if wheel is None else wheel.loop
+
+
 def set_done(future: asyncio.Future[None]) -> None:
     """Resolve ``future`` with None unless it is already done (a timer or wake-up callback)."""
     if not future.done():
@@ -170,7 +175,7 @@ async def await_until(
     With a ``wheel`` the deadline is kept by an alarm on it (up to one tick late). An awaitable that
     completes at its first step returns without any timer being armed.
     """
-    loop = asyncio.get_running_loop() if wheel is None else wheel.loop
+    loop = _loop_of(wheel)
     task = asyncio.current_task(loop)
     if task is None:  # not inside a task (of the wheel's loop): fall back to the generic tool
         return await asyncio.wait_for(awaitable, max(deadline - loop.time(), 0.0))
@@ -199,7 +204,7 @@ class Bounded:
     propagates unchanged.
     """
 
-    __slots__ = ("_coro", "_deadline", "_pending", "_wheel")
+    __slots__ = ("_coro", "_deadline", "_loop", "_pending", "_wheel")
 
     def __init__(
         self,
@@ -212,16 +217,12 @@ class Bounded:
     ) -> None:
         self._coro = coro
         self._pending = pending
-        if deadline is None:
-            deadline = (
-                asyncio.get_running_loop() if wheel is None else wheel.loop
-            ).time() + timeout
-        self._deadline = deadline
+        self._loop = _loop_of(wheel)
+        self._deadline = self._loop.time() + timeout if deadline is None else deadline
         self._wheel = wheel
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro, pending, wheel = self._coro, self._pending, self._wheel
-        loop = asyncio.get_running_loop() if wheel is None else wheel.loop
+        coro, pending, wheel, loop = self._coro, self._pending, self._wheel, self._loop
         task = asyncio.current_task(loop)
         if task is None:
             coro.close()
@@ -273,5 +274,4 @@ async def within(awaitable: Awaitable[T], timeout: float, wheel: TimerWheel | No
     Unlike ``asyncio.wait_for`` before Python 3.12, a cancellation of the caller is never lost when
     the awaitable happens to finish at the same moment: no inner task is involved.
     """
-    loop = asyncio.get_running_loop() if wheel is None else wheel.loop
-    return await await_until(awaitable, loop.time() + timeout, wheel)
+    return await await_until(awaitable, _loop_of(wheel).time() + timeout, wheel)

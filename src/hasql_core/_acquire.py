@@ -22,6 +22,10 @@ class Acquirer(Protocol):
     def _give_back(self, connection: Any, failure: BaseException | None) -> Awaitable[None]: ...
 
 
+#: Values of :attr:`AcquireRequest.route`.
+ANY_ROUTE, PRIMARY, FRESH_STANDBY = 0, 1, 2
+
+
 class AcquireRequest:
     """What one acquire asks for. ``entry`` set means "from this host's pool", whatever its role."""
 
@@ -31,6 +35,7 @@ class AcquireRequest:
         "kwargs",
         "lag_limit",
         "read_only",
+        "route",
         "stale_fallback",
         "timeout",
         "weight",
@@ -56,6 +61,18 @@ class AcquireRequest:
         self.timeout = timeout
         self.kwargs = kwargs
         self.entry = entry
+        #: How the manager may choose its host without the general routing: :data:`PRIMARY`
+        #: (a write), :data:`FRESH_STANDBY` (a read within the manager's lag limit, with no
+        #: chance of the primary), else :data:`ANY_ROUTE`.
+        self.route = (
+            ANY_ROUTE
+            if entry is not None
+            else PRIMARY
+            if not read_only
+            else FRESH_STANDBY
+            if lag_limit is None and weight <= 0.0
+            else ANY_ROUTE
+        )
 
     def pinned_to(self, entry: HostEntry) -> AcquireRequest:
         """This request, served from ``entry``'s pool whatever the host's role (same deadline

@@ -4,22 +4,26 @@
 a timer cancels the current task if the deadline passes first; the cancellation is turned into
 ``asyncio.TimeoutError``. When the awaitable finishes in time the timer is just dropped.
 
-The timer is a ``loop.call_at`` handle, or, on the hot paths (acquire, release, the monitor's probes and
-sleeps), an :class:`Alarm` on a :class:`TimerWheel`: each ``call_at`` costs a ``TimerHandle`` and a heap
-push whose comparisons run in Python, which at thousands of waits per second is a large part of the
-manager's own cost; an alarm costs a set insertion.
+The timer is an entry on a :class:`TimerWheel`: a ``loop.call_at`` per wait costs a ``TimerHandle``
+and a heap push whose comparisons run in Python, which at thousands of waits per second is a large
+part of the manager's own cost; a wheel entry is a two-item list appended to a slot.
 
 The hot paths also avoid ``asyncio.get_running_loop()`` and ``asyncio.current_task()`` without a
 loop: on Linux with glibc each call is a ``getpid()`` system call (the loop is checked against the
 process id), a few microseconds apiece on a virtual machine. A wheel knows its loop instead.
+
+What the acquire path pays for a deadline is counted in Python bytecodes per operation (see
+``bench/hasql_bench/bytecodes.py``): on a real driver each one costs several times what it costs in
+a tight loop, so the code below is written for few of them rather than for elegance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from types import CoroutineType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,114 +32,110 @@ log = logging.getLogger("hasql_core")
 
 #: Granularity of a :class:`TimerWheel`: alarms ring at most this late, never early.
 WHEEL_TICK = 0.005
+_TICKS_PER_SECOND = 200  # 1 / WHEEL_TICK, as a multiplier
+
+#: An armed deadline on a wheel: ``[callback, rang]``. ``callback`` is None once the entry rang or
+#: was withdrawn (:func:`disarm`); ``rang`` is True once it rang. A list rather than an object of a
+#: class of its own: making one is a single bytecode.
+Entry = list[Any]
 
 
-class _Slot(set["Alarm"]):
-    """The alarms of one tick, and the loop timer that rings them (cancelled once none is left:
-    an idle manager's withdrawn deadlines do not wake the event loop)."""
-
-    __slots__ = ("handle", "key", "wheel")
-
-    def __init__(self, wheel: TimerWheel, key: int) -> None:
-        super().__init__()
-        self.wheel = wheel
-        self.key = key
-        self.handle: asyncio.TimerHandle | None = None
+def disarm(entry: Entry) -> None:
+    """Withdraw a wheel entry; does nothing once it rang or was withdrawn."""
+    entry[0] = None
 
 
 class Alarm:
-    """A callback due at some time on a :class:`TimerWheel`; :meth:`cancel` withdraws it."""
+    """A callback due on a :class:`TimerWheel` (from :meth:`TimerWheel.call_at` or
+    :meth:`TimerWheel.call_later`); :meth:`cancel` withdraws it."""
 
-    __slots__ = ("_slot", "callback")
+    __slots__ = ("_entry",)
 
-    def __init__(self, callback: Callable[[], object]) -> None:
-        self.callback = callback
-        self._slot: _Slot | None = None
+    def __init__(self, entry: Entry) -> None:
+        self._entry = entry
 
-    def ring(self) -> None:
-        """Run the callback (the wheel calls this once the alarm is due)."""
-        self.callback()
+    @property
+    def rang(self) -> bool:
+        """Whether the callback was called."""
+        return bool(self._entry[1])
 
     def cancel(self) -> None:
         """Withdraw the alarm; does nothing once it rang or was withdrawn."""
-        slot = self._slot
-        if slot is not None:
-            self._slot = None
-            slot.discard(self)
-            if not slot:
-                slot.wheel._drop(slot)
+        self._entry[0] = None
 
 
 class TimerWheel:
     """Many short-lived timers of one event loop for the price of a few loop timers.
 
-    Alarms due within the same :data:`WHEEL_TICK` share one slot and one ``loop.call_at``; scheduling
-    and withdrawing an alarm is a set insertion and removal (the slot's loop timer is cancelled
-    when its last alarm is withdrawn). An alarm rings at the end of its tick: never before its
-    time, at most one tick after it. A wheel serves one event loop: the one given to :meth:`bind`,
-    else the one running when it is first used.
+    Deadlines due within the same :data:`WHEEL_TICK` share one slot and one ``loop.call_at``;
+    arming one is a list append, withdrawing it one store. An entry rings at the end of its tick:
+    never before its time, at most one tick after it.
+
+    A slot's loop timer is not cancelled when its entries are withdrawn: it rings and finds
+    nothing to do. Cancelling it would cost a loop timer per wait whenever waits do not overlap
+    (one task acquiring in a loop opened and cancelled a slot on every acquire); this way an idle
+    wheel is woken at most once per tick until the last deadline armed before it fell idle has
+    passed, and not at all after that.
+
+    A wheel serves one event loop: the one given to :meth:`bind`, else the one running when it is
+    first used.
     """
 
     __slots__ = ("_loop", "_slots")
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots: dict[int, _Slot] = {}
+        self._slots: dict[int, list[Entry]] = {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the alarms ring on."""
+        """The event loop the entries ring on."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Serve ``loop`` from now on (alarms of a former loop are dropped: they cannot ring)."""
+        """Serve ``loop`` from now on (entries of a former loop are dropped: they cannot ring)."""
         if loop is not self._loop:
             self._loop, self._slots = loop, {}
 
-    def schedule(self, when: float, alarm: Alarm) -> Alarm:
-        """Ring ``alarm`` once ``loop.time()`` reaches ``when``; returns ``alarm``."""
-        key = -int(-when // WHEEL_TICK)  # the tick at or after ``when``
+    def arm(self, when: float, callback: Callable[[], object]) -> Entry:
+        """Call ``callback()`` once ``loop.time()`` reaches ``when``; withdraw the returned entry
+        with :func:`disarm`. A callback that raises is logged, not propagated."""
+        key = int(when * _TICKS_PER_SECOND) + 1  # the end of the tick ``when`` falls in
         slot = self._slots.get(key)
         if slot is None:
-            slot = self._slots[key] = _Slot(self, key)
-            slot.handle = self.loop.call_at(key * WHEEL_TICK, self._ring, key)
-        slot.add(alarm)
-        alarm._slot = slot
-        return alarm
+            slot = self._open_slot(key)
+        entry = [callback, False]
+        slot.append(entry)
+        return entry
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Alarm:
+        """``callback()`` once ``loop.time()`` reaches ``when`` (within a tick)."""
+        return Alarm(self.arm(when, callback))
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Alarm:
-        """``callback()`` after ``delay`` seconds (within a tick); cancel with the returned alarm."""
-        return self.schedule(self.loop.time() + delay, Alarm(callback))
+        """``callback()`` after ``delay`` seconds (within a tick)."""
+        return Alarm(self.arm(self.loop.time() + delay, callback))
 
-    def _drop(self, slot: _Slot) -> None:
-        """Forget ``slot``, whose last alarm was withdrawn, and cancel its loop timer."""
-        if self._slots.get(slot.key) is slot:
-            del self._slots[slot.key]
-        if slot.handle is not None:
-            slot.handle.cancel()
-            slot.handle = None
+    def _open_slot(self, key: int) -> list[Entry]:
+        slot: list[Entry] = []
+        self._slots[key] = slot
+        self.loop.call_at(key / _TICKS_PER_SECOND, self._ring, key)
+        return slot
 
     def _ring(self, key: int) -> None:
-        slot = self._slots.pop(key, None)
-        if not slot:
-            return
-        slot.handle = None
-        for alarm in tuple(slot):  # a callback may withdraw alarms of this very slot
-            if alarm._slot is not slot:
+        for entry in self._slots.pop(key, ()):  # a callback may withdraw entries of this slot
+            callback = entry[0]
+            if callback is None:
                 continue
-            alarm._slot = None
+            entry[0] = None
+            entry[1] = True
             try:
-                alarm.ring()
+                callback()
             except Exception:
                 log.exception("a timer callback failed")
-
-
-def _loop_of(wheel: TimerWheel | None) -> asyncio.AbstractEventLoop:
-    """The wheel's loop, or the running loop when there is no wheel."""
-    return asyncio.get_running_loop() if wheel is None else wheel.loop
 
 
 def set_done(future: asyncio.Future[None]) -> None:
@@ -144,21 +144,14 @@ def set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class _Expiry(Alarm):
-    """Cancels ``task`` when rung (as a wheel alarm or a loop callback), and remembers it did."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self._slot = None
-        self.task = task
-        self.fired = False
-
-    def ring(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-    __call__ = ring
+#: ``asyncio.current_task(loop)`` for a given loop. Before Python 3.12 that is a Python function
+#: reading this dict; reading the dict directly saves a call on every wait. From 3.12 on it is
+#: written in C (and the dict no longer necessarily holds every task).
+_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+    if sys.version_info < (3, 12)
+    else asyncio.current_task
+)
 
 
 def _withdraw_cancel(task: asyncio.Task[object]) -> bool:
@@ -167,17 +160,102 @@ def _withdraw_cancel(task: asyncio.Task[object]) -> bool:
     return uncancel is None or uncancel() == 0
 
 
+@types.coroutine
+def finish_by(
+    steps: Coroutine[Any, Any, T] | Generator[Any, Any, T],
+    pending: Any,
+    deadline: float,
+    wheel: TimerWheel,
+) -> Generator[Any, Any, T]:
+    """``await finish_by(steps, pending, deadline, wheel)``: carry on ``steps``, a coroutine (or the
+    iterator of an awaitable's ``__await__``) the caller has already advanced to its first
+    suspension (it yielded ``pending``), and return its result, or raise
+    ``asyncio.TimeoutError`` once ``loop.time()`` passes ``deadline`` (``steps`` is cancelled
+    then; up to one wheel tick late). A cancellation from elsewhere propagates unchanged, and a
+    result that arrives despite the deadline's cancellation is kept.
+
+    Made for the acquire path, whose callers step the driver's coroutine by hand: most acquires
+    complete at that first step (an idle connection was free), and then no deadline is armed.
+    After the first resumption the coroutine's own iterator carries on, so waiting costs no
+    Python step per resumption.
+    """
+    task = _current_task(wheel._loop or wheel.loop)
+    if task is None:
+        steps.close()
+        raise RuntimeError(
+            "awaited outside an asyncio task of the event loop this PoolManager runs on; a "
+            "PoolManager serves the event loop it was started in"
+        )
+    # wheel.arm(deadline, task.cancel), inlined: this runs on every wait.
+    key = int(deadline * _TICKS_PER_SECOND) + 1
+    slot = wheel._slots.get(key)
+    if slot is None:
+        slot = wheel._open_slot(key)
+    entry = [task.cancel, False]
+    slot.append(entry)
+    try:
+        try:
+            yield pending
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as error:  # cancellation and the like go to the coroutine
+            result: T = yield from _carry_on_after(steps, error)
+        else:
+            # An asyncio task resumes with None, as the first send did: from here on the
+            # coroutine's own iterator carries on.
+            result = yield from steps  # type: ignore[misc]  # allowed: this is a types.coroutine
+    except asyncio.CancelledError:
+        if entry[1] and _withdraw_cancel(task):
+            raise asyncio.TimeoutError from None
+        raise
+    finally:
+        entry[0] = None  # disarm(entry), inlined
+    if entry[1]:  # finished anyway (the cancel was swallowed below us): keep the result
+        _withdraw_cancel(task)
+    return result
+
+
+@types.coroutine
+def _carry_on_after(
+    steps: Coroutine[Any, Any, T] | Generator[Any, Any, T], error: BaseException
+) -> Generator[Any, Any, T]:
+    """Throw ``error`` into ``steps``, then carry it on to its result."""
+    try:
+        pending = steps.throw(error)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    while True:
+        try:
+            yield pending
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as again:
+            try:
+                pending = steps.throw(again)
+            except StopIteration as stop:
+                result = stop.value
+                return result
+            continue
+        result = yield from steps  # type: ignore[misc]  # allowed: this is a types.coroutine
+        return result
+
+
 async def await_until(
     awaitable: Awaitable[T], deadline: float, wheel: TimerWheel | None = None
 ) -> T:
     """Return ``await awaitable``, or raise ``asyncio.TimeoutError`` once ``loop.time()`` passes
-    ``deadline`` (the awaitable is cancelled then). A cancellation from elsewhere propagates unchanged.
-    With a ``wheel`` the deadline is kept by an alarm on it (up to one tick late). An awaitable that
-    completes at its first step returns without any timer being armed.
+    ``deadline`` (the awaitable is cancelled then). A cancellation from elsewhere propagates
+    unchanged. The deadline is kept on ``wheel`` (up to one tick late; a wheel of its own for this
+    call when none is given). An awaitable that completes at its first step returns without any
+    timer being armed.
     """
-    loop = _loop_of(wheel)
-    task = asyncio.current_task(loop)
-    if task is None:  # not inside a task (of the wheel's loop): fall back to the generic tool
+    if wheel is None:
+        wheel = TimerWheel()
+    loop = wheel.loop
+    if asyncio.current_task(loop) is None:  # not inside a task of the loop: the generic tool
         return await asyncio.wait_for(awaitable, max(deadline - loop.time(), 0.0))
     steps = awaitable.__await__()
     try:
@@ -185,87 +263,7 @@ async def await_until(
     except StopIteration as stop:
         result: T = stop.value
         return result
-    bounded: T = await Bounded(steps, pending, deadline=deadline, wheel=wheel)
-    return bounded
-
-
-class Bounded:
-    """``await Bounded(coro, pending, deadline=...)``: carry on ``coro``, a coroutine (or the
-    iterator of an awaitable's ``__await__``) the caller has already advanced to its first
-    suspension (it yielded ``pending``), and return its result,
-    or raise ``asyncio.TimeoutError`` once ``loop.time()`` passes ``deadline`` (``coro`` is
-    cancelled then). ``timeout=`` instead of ``deadline=`` counts from now.
-
-    Made for the acquire path, whose callers step the driver's coroutine by hand: most acquires and
-    releases complete at that first step (an idle connection was free, nothing had to be sent), and
-    then no timer and no object of this class is needed. When the coroutine does wait, an alarm goes
-    on ``wheel`` (a loop timer without one); after the first resumption the coroutine's own iterator
-    carries on, so waiting costs no Python step per resumption. A cancellation from elsewhere
-    propagates unchanged.
-    """
-
-    __slots__ = ("_coro", "_deadline", "_loop", "_pending", "_wheel")
-
-    def __init__(
-        self,
-        coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
-        pending: Any,
-        *,
-        deadline: float | None = None,
-        timeout: float = 0.0,
-        wheel: TimerWheel | None = None,
-    ) -> None:
-        self._coro = coro
-        self._pending = pending
-        self._loop = _loop_of(wheel)
-        self._deadline = self._loop.time() + timeout if deadline is None else deadline
-        self._wheel = wheel
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, pending, wheel, loop = self._coro, self._pending, self._wheel, self._loop
-        task = asyncio.current_task(loop)
-        if task is None:
-            coro.close()
-            raise RuntimeError(
-                "awaited outside an asyncio task of the event loop this PoolManager runs on; a "
-                "PoolManager serves the event loop it was started in"
-            )
-        expiry = _Expiry(task)
-        timer: Alarm | asyncio.TimerHandle = (
-            loop.call_at(self._deadline, expiry)
-            if wheel is None
-            else wheel.schedule(self._deadline, expiry)
-        )
-        try:
-            while True:
-                try:
-                    yield pending
-                except GeneratorExit:
-                    coro.close()
-                    raise
-                except BaseException as error:  # cancellation and the like go to the coroutine
-                    try:
-                        pending = coro.throw(error)
-                    except StopIteration as stop:
-                        result = stop.value
-                        break
-                    continue
-                # An asyncio task resumes with None, as the first send did: from here on the
-                # coroutine's own iterator carries on.
-                steps: Generator[Any, Any, Any] = (
-                    coro.__await__() if type(coro) is CoroutineType else coro  # type: ignore[assignment]
-                )
-                result = yield from steps
-                break
-        except asyncio.CancelledError:
-            if expiry.fired and _withdraw_cancel(task):
-                raise asyncio.TimeoutError from None
-            raise
-        finally:
-            timer.cancel()
-        if expiry.fired:  # finished anyway (the cancel was swallowed below us): keep the result
-            _withdraw_cancel(task)
-        return result
+    return await finish_by(steps, pending, deadline, wheel)
 
 
 async def within(awaitable: Awaitable[T], timeout: float, wheel: TimerWheel | None = None) -> T:
@@ -274,4 +272,6 @@ async def within(awaitable: Awaitable[T], timeout: float, wheel: TimerWheel | No
     Unlike ``asyncio.wait_for`` before Python 3.12, a cancellation of the caller is never lost when
     the awaitable happens to finish at the same moment: no inner task is involved.
     """
-    return await await_until(awaitable, _loop_of(wheel).time() + timeout, wheel)
+    if wheel is None:
+        wheel = TimerWheel()
+    return await await_until(awaitable, wheel.loop.time() + timeout, wheel)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from time import monotonic
 from types import MappingProxyType
 from typing import Any
 
 from ._acquire_stats import AcquireRecorder
-from ._deadline import Bounded, TimerWheel
+from ._deadline import TimerWheel, finish_by
 from ._topology import HostEntry
 from .driver import Driver
 from .error_kinds import HOST_FAILURES, ErrorKind
@@ -44,6 +43,7 @@ class Handout:
         "_suspect",
         "_wheel",
         "all_returned",
+        "clock",
         "out",
         "stats",
     )
@@ -59,9 +59,12 @@ class Handout:
         self._wheel = TimerWheel() if wheel is None else wheel
         self._release_timeout = release_timeout
         self._suspect = suspect
-        #: id -> (connection, host, when handed out (stats only), the pool it came from). The
-        #: acquire path adds records here directly (see :meth:`add` for their shape).
-        self.out: dict[int, tuple[Any, HostEntry, float | None, Any]] = {}
+        #: id -> (connection, host, the pool it came from). The acquire path adds records here
+        #: directly.
+        self.out: dict[int, tuple[Any, HostEntry, Any]] = {}
+        #: The clock deadlines are counted on: the wheel's loop's (the manager sets it to
+        #: ``time.monotonic`` itself on a standard asyncio loop).
+        self.clock: Callable[[], float] = lambda: self._wheel.loop.time()
         #: ids of handed-out connections that failed with a host failure.
         self._failed: set[int] = set()
         self.all_returned: asyncio.Event | None = None
@@ -71,10 +74,9 @@ class Handout:
     def __len__(self) -> int:
         return len(self.out)
 
-    def add(self, connection: Any, entry: HostEntry, handed_out_at: float | None = None) -> None:
-        """Record that ``connection`` came from ``entry``'s pool, handed out at ``handed_out_at``
-        (``time.monotonic()``; given when acquire stats are on, to count its use time)."""
-        self.out[id(connection)] = (connection, entry, handed_out_at, entry.pool)
+    def add(self, connection: Any, entry: HostEntry) -> None:
+        """Record that ``connection`` came from ``entry``'s pool."""
+        self.out[id(connection)] = (connection, entry, entry.pool)
         entry.in_use += 1
 
     def host_of(self, connection: Any) -> HostEntry | None:
@@ -125,8 +127,6 @@ class Handout:
         is asked whether the connection is closed when ``check_closed`` is true (by default,
         when there was a failure: a block that ended normally used it successfully). Called
         as is at the end of an ``async with`` block (``PoolManager._give_back``)."""
-        if check_closed is None:
-            check_closed = failure is not None
         item = self.out.pop(id(connection), None)
         if item is None:
             raise ValueError(
@@ -135,25 +135,21 @@ class Handout:
             )
         entry = item[1]
         entry.in_use -= 1
-        if self.stats is not None and item[2] is not None:
-            self.stats.hosts[entry].used(monotonic() - item[2])
+        pool = item[2]
         try:
-            pool = item[3]
-            if pool is not entry.pool:
-                if entry.pool is not None:  # replaced meanwhile (after an outage): not back in
-                    self._discard(entry, pool, connection)
-                return  # else terminated meanwhile: the driver closed the connection already
+            if self.stats is not None:
+                self.stats.given_back(entry, connection)
             if (
                 failure is not None
                 or check_closed
+                or self._failed
                 or entry.suspect is not None
                 or entry.unavailable
-                or (self._failed and id(connection) in self._failed)
-            ) and self._must_discard(entry, connection, failure, check_closed):
-                self._discard(entry, pool, connection)
+                or pool is not entry.pool
+            ) and self._discarded(entry, pool, connection, failure, bool(check_closed)):
                 return
-            # The driver's release, stepped by hand: most releases end without waiting, and then
-            # no deadline is armed (see Bounded).
+            # The driver's release, stepped by hand: when it ends without waiting no deadline is
+            # armed (see finish_by).
             releasing = (
                 self._driver.release(pool, connection, **kwargs)
                 if kwargs
@@ -167,12 +163,35 @@ class Handout:
                 self._release_failed(entry, pool, connection, error)
                 return
             try:
-                await Bounded(releasing, pending, timeout=self._release_timeout, wheel=self._wheel)
+                await finish_by(
+                    releasing, pending, self.clock() + self._release_timeout, self._wheel
+                )
             except BaseException as error:
                 self._release_failed(entry, pool, connection, error)
         finally:
-            if not self.out and self.all_returned is not None:
+            if self.all_returned is not None and not self.out:
                 self.all_returned.set()
+
+    def _discarded(
+        self,
+        entry: HostEntry,
+        pool: Any,
+        connection: Any,
+        failure: BaseException | None,
+        check_closed: bool,
+    ) -> bool:
+        """Whether ``connection`` was given back without the driver's release: discarded
+        because releasing it could wait on a server that may not answer (see
+        :meth:`_must_discard`), or left alone because its pool was replaced or terminated."""
+        if pool is not entry.pool:
+            self._failed.discard(id(connection))
+            if entry.pool is not None:  # replaced meanwhile (after an outage): not back in
+                self._discard(entry, pool, connection)
+            return True  # else terminated meanwhile: the driver closed the connection already
+        if self._must_discard(entry, connection, failure, check_closed):
+            self._discard(entry, pool, connection)
+            return True
+        return False
 
     def _must_discard(
         self, entry: HostEntry, connection: Any, failure: BaseException | None, check_closed: bool

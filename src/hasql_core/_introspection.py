@@ -3,7 +3,8 @@ mixin of ``PoolManager``; reading, never changing, except :meth:`enable_acquire_
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ._acquire_stats import AcquireRecorder, AcquireStats
@@ -37,6 +38,8 @@ class Introspection:
     _pool_wait_time: float
     _pool_waits: int
     _topology: Topology
+    _acquire: Callable[..., Awaitable[Any]]
+    _acquire_counted: Callable[..., Awaitable[Any]]
 
     def host_states(self) -> tuple[HostState, ...]:
         """Every host's current state, in DSN order."""
@@ -52,6 +55,7 @@ class Introspection:
         if self._acquire_stats is None:
             self._acquire_stats = AcquireRecorder(self._entries)
             self._handout.stats = self._acquire_stats
+            self._acquire = self._acquire_counted
 
     def acquire_stats(self) -> AcquireStats | None:
         """A snapshot of the acquire figures counted since :meth:`enable_acquire_stats` (see
@@ -59,7 +63,7 @@ class Introspection:
         from the manager's event loop thread."""
         if self._acquire_stats is None:
             return None
-        return self._acquire_stats.snapshot(self._entries)
+        return self._acquire_stats.snapshot(self._entries, Counter(self._handout.hosts()))
 
     def metrics(self) -> Metrics:
         """A snapshot of every host's state, pool, acquires and errors (see :class:`Metrics`)."""

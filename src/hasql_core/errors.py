@@ -64,7 +64,13 @@ class AcquireTimeoutError(NoAvailablePoolError, asyncio.TimeoutError):
     """No suitable connection could be handed out before the acquire's deadline.
 
     The message says what was asked for and what each host looked like when the deadline passed.
+    ``host`` (``"host:port"``) names the host whose pool had no free connection in time; it is
+    None when no host could serve the acquire at all.
     """
+
+    def __init__(self, message: str, host: str | None = None) -> None:
+        super().__init__(message)
+        self.host = host
 
 
 class ReadyTimeoutError(HasqlError, asyncio.TimeoutError):

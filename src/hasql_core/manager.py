@@ -34,7 +34,7 @@ from ._arguments import (
 )
 from ._causal_api import CausalApi
 from ._compat import HasqlPoolApi, resolve_balancer
-from ._deadline import Bounded
+from ._deadline import finish_by
 from ._events import Events
 from ._fast_probing import FastProbing
 from ._handout import Handout
@@ -178,8 +178,12 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
         self._handed_out = self._handout.out  # the acquire path records connections here
         #: What an ``async with`` block's exit calls: the handout's coroutine, no wrapper around it.
         self._give_back = self._handout.give_back
+        self._wheel = self._topology.wheel
         self._closing = False
         self._closed = False
+        #: Indexed by ``AcquireRequest.route``: whether ``_acquire`` may choose the host itself
+        #: (see ``_update_fast_routes``).
+        self._fast_routes = (False, False, False)
         self._pool_waits = 0
         self._pool_wait_time = 0.0
         #: Acquire-path figures, counted only once enable_acquire_stats() was called.
@@ -204,10 +208,12 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
         # The loop's clock, as a C function when it is the standard one (loop.time() is a Python
         # method around time.monotonic()).
         self._clock = monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        self._handout.clock = self._clock
         for monitor in self._monitors:
             task = loop.create_task(monitor.run())
             task.add_done_callback(log_crash)
             self._tasks.append(task)
+        self._update_fast_routes()
         self._events.manager_started()
 
     def _check_open(self) -> None:
@@ -251,6 +257,7 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
 
     async def _shut_down(self, graceful: bool, timeout: float | None) -> None:
         self._closing = True
+        self._update_fast_routes()
         await stop_monitors(self._tasks, self._topology)
         limit = 0.0
         if graceful:
@@ -332,6 +339,14 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
         **kwargs: Any,
     ) -> AcquireContext:
         """``acquire(read_only=True, ...)``: a connection to a replica within the lag limit."""
+        if (
+            fallback_master is None
+            and master_as_replica_weight is None
+            and timeout is None
+            and not kwargs
+            and not self._causal_scopes
+        ):
+            return AcquireContext(self, self._default_requests[True])
         return self.acquire(
             read_only=True,
             fallback_master=fallback_master,
@@ -342,109 +357,145 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
 
     async def _acquire(self, request: AcquireRequest, context: AcquireContext | None = None) -> Any:
         """Carry out ``request`` (see :meth:`acquire`) and return the driver's connection (also
-        recorded in ``context``, the ``async with`` block it is for, if any)."""
-        if self._closing:  # set for good once close() or terminate() begins
-            self._check_open()
-        if not self._tasks:
-            self._start()
+        recorded in ``context``, the ``async with`` block it is for, if any).
+
+        The common acquire (a running manager, a write or a plain read, a host ready) picks its
+        host here and takes a connection from its pool with the driver's coroutine stepped by
+        hand: an idle connection is handed out without a deadline being armed. Everything else
+        (starting, closing, policies written for hasql, no host yet, a host that failed under
+        this acquire) goes through :meth:`_find_host`. Every Python step here is paid on each
+        operation, several times over on a real driver: keep it short.
+        """
         clock = self._clock
         started = clock()
         deadline = started + request.timeout
-        fast_mode = retried = False
-        excluded: frozenset[HostEntry] = _NOBODY
         self._pool_waits += 1
-        try:
-            if self._hasql_policy is not None and request.entry is None:
-                request = await self._hasql_policy.route(request, deadline)
-                retried = True
-            while True:
-                if request.read_only or request.entry is not None or self._balancer.sees_writes:
-                    entry = choose_host(self._topology, request, self._balancer, excluded)
-                else:  # a plain write: choose_host's answer, without the call
-                    entry = self._topology.writable
-                    if entry is None or entry in excluded:
-                        entry = choose_host(self._topology, request, self._balancer, excluded)
-                if entry is None:
-                    if not fast_mode:  # probe every host fast until this acquire is served
-                        fast_mode = True
-                        self._fast_probing.enter()
-                        if self._acquire_stats is not None:
-                            self._acquire_stats.no_host(self._topology, request)
-                    await self._wait_for_change(request, deadline)
-                    excluded = _NOBODY  # hosts that failed under us have been re-probed meanwhile
-                    retried = True
-                    continue
-                if retried:
-                    self._pool_wait_time += clock() - started
-                remaining = deadline - clock() if retried else request.timeout
-                stats = self._acquire_stats
-                counters = None if stats is None else stats.begin(entry)
-                # Counted from now, waiting or not: the greedy policy sends the next acquire to
-                # the host with the most capacity left, which is the shortest queue when every
-                # pool is busy.
-                entry.in_use += 1
+        entry: HostEntry | None = None
+        if self._fast_routes[request.route]:
+            if request.read_only:
+                fresh = self._topology.fresh_standbys
+                if len(fresh) > 1:
+                    entry = self._balancer.choose(fresh, True)  # type: ignore[assignment]
+                elif fresh:
+                    entry = fresh[0]
+            else:
+                entry = self._topology.writable
+        excluded = _NOBODY
+        while True:
+            if entry is None:
+                entry, request, excluded = await self._find_host(
+                    request, started, deadline, excluded
+                )
+            pool = entry.pool
+            # Counted from now, waiting or not: the greedy policy sends the next acquire to the
+            # host with the most capacity left, which is the shortest queue when every pool is busy.
+            entry.in_use += 1
+            try:
+                # The driver's own timeout is a fallback: the deadline below is the one that counts.
+                acquiring = (
+                    self._driver.acquire(pool, request.timeout, **request.kwargs)
+                    if request.kwargs
+                    else self._driver.acquire(pool, request.timeout)
+                )
                 try:
-                    try:
-                        # Stepped by hand: when an idle connection is free the driver's acquire
-                        # completes at once, and no deadline is armed (see Bounded).
-                        acquiring = (
-                            self._driver.acquire(entry.pool, remaining, **request.kwargs)
-                            if request.kwargs
-                            else self._driver.acquire(entry.pool, remaining)
-                        )
-                        try:
-                            pending = acquiring.send(None)
-                        except StopIteration as done:
-                            connection = done.value
-                        else:
-                            connection = await Bounded(
-                                acquiring, pending, deadline=deadline, wheel=self._topology.wheel
-                            )
-                    except BaseException:
-                        entry.in_use -= 1
-                        raise
-                except asyncio.TimeoutError as error:
-                    if counters is not None:
-                        counters.timeouts += 1
+                    pending = acquiring.send(None)
+                except StopIteration as done:
+                    connection = done.value
+                else:
+                    connection = await finish_by(acquiring, pending, deadline, self._wheel)
+            except BaseException as error:
+                entry.in_use -= 1
+                if isinstance(error, asyncio.TimeoutError):
                     raise AcquireTimeoutError(
                         f"timed out after {request.timeout:g}s waiting for a free connection in "
                         f"the pool of {entry.state.name} ({request.describe()}); pool: "
                         f"{entry.pool_stats()}. Raise the pool's size or the timeout. Hosts: "
-                        + self._topology.describe()
+                        + self._topology.describe(),
+                        host=entry.state.name,
                     ) from error
-                except Exception as error:
-                    kind = self._driver.classify_error(error)
-                    if kind not in HOST_FAILURES:
-                        raise
-                    # The host failed under us: re-probe it, try another one within the deadline.
-                    entry.count_error(kind.value)
-                    self._suspect(entry)
-                    excluded = excluded | {entry}
-                    retried = True
-                    continue
-                finally:
-                    if counters is not None:
-                        counters.pending -= 1
-                now = clock()
-                # Use time is measured on time.monotonic(): cheaper than loop.time() at release.
-                self._handed_out[id(connection)] = (
-                    connection,
-                    entry,
-                    None if counters is None else monotonic(),
-                    entry.pool,
-                )
-                entry.acquire_count += 1
-                entry.acquire_time += now - started
-                if stats is not None and counters is not None:
-                    counters.waited(now - started)
-                    if request.read_only and entry is self._topology.writable:
-                        stats.read_on_primary(self._topology, request)
-                if context is not None:
-                    context._connection = connection
-                return connection
+                if not isinstance(error, Exception):
+                    raise
+                kind = self._driver.classify_error(error)
+                if kind not in HOST_FAILURES:
+                    raise
+                # The host failed under us: re-probe it, try another one within the deadline.
+                entry.count_error(kind.value)
+                self._suspect(entry)
+                excluded = excluded | {entry}
+                entry = None
+                continue
+            self._handed_out[id(connection)] = (connection, entry, pool)
+            entry.acquire_count += 1
+            entry.acquire_time += clock() - started
+            if context is not None:
+                context._connection = connection
+            return connection
+
+    async def _find_host(
+        self,
+        request: AcquireRequest,
+        started: float,
+        deadline: float,
+        excluded: frozenset[HostEntry],
+    ) -> tuple[HostEntry, AcquireRequest, frozenset[HostEntry]]:
+        """The host to serve ``request`` (minus the ``excluded`` ones, which failed under it), the
+        request to serve (pinned to a host by a policy written for hasql) and the hosts still
+        excluded. Starts the manager on first use, raises once it is closed, and waits for a host
+        until ``deadline``, probing every host fast meanwhile."""
+        if self._closing:  # set for good once close() or terminate() begins
+            self._check_open()
+        if not self._tasks:
+            self._start()
+        retried = bool(excluded)
+        if self._hasql_policy is not None and request.entry is None:
+            request = await self._hasql_policy.route(request, deadline)
+            retried = True
+        fast_mode = False
+        try:
+            while True:
+                entry = choose_host(self._topology, request, self._balancer, excluded)
+                if entry is not None:
+                    if retried:
+                        self._pool_wait_time += self._clock() - started
+                    return entry, request, excluded
+                if not fast_mode:  # probe every host fast until this acquire is served
+                    fast_mode = True
+                    self._fast_probing.enter()
+                    if self._acquire_stats is not None:
+                        self._acquire_stats.no_host(self._topology, request)
+                await self._wait_for_change(request, deadline)
+                excluded = _NOBODY  # hosts that failed under us have been re-probed meanwhile
+                retried = True
         finally:
             if fast_mode:
                 self._fast_probing.leave()
+
+    async def _acquire_counted(
+        self, request: AcquireRequest, context: AcquireContext | None = None
+    ) -> Any:
+        """:meth:`_acquire`, counting acquire stats (what :meth:`enable_acquire_stats` swaps in,
+        so that with stats off the acquire path does not even check for them)."""
+        stats = self._acquire_stats
+        assert stats is not None
+        started = self._clock()
+        try:
+            connection = await PoolManager._acquire(self, request, context)
+        except AcquireTimeoutError as error:
+            if error.host is not None:
+                stats.pool_timed_out(error.host)
+            raise
+        entry = self._handed_out[id(connection)][1]
+        stats.served(entry, connection, self._clock() - started)
+        if request.read_only and entry is self._topology.writable:
+            stats.read_on_primary(self._topology, request)
+        return connection
+
+    def _update_fast_routes(self) -> None:
+        """Which requests :meth:`_acquire` may route by itself: none until the manager runs,
+        once it closes, or with a policy written for hasql; writes only when the policy does not
+        see them."""
+        plain = bool(self._tasks) and not self._closing and self._hasql_policy is None
+        self._fast_routes = (False, plain and not self._balancer.sees_writes, plain)
 
     def _check_setup(self) -> None:
         """Raise at once when a pool can never be made, instead of waiting for a timeout."""

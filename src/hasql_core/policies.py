@@ -22,6 +22,12 @@ class GreedyPolicy(BalancerPolicy):
 
     def choose(self, candidates: Sequence[Candidate], read_only: bool) -> Candidate:
         """Return a candidate with the most free capacity."""
+        if len(candidates) == 2:  # the common case (two replicas), without the lists below
+            first, second = candidates
+            first_free, second_free = first.free_size(), second.free_size()
+            if first_free != second_free:
+                return first if first_free > second_free else second
+            return first if random.random() < 0.5 else second
         if len(candidates) == 1:
             return candidates[0]
         best = [candidates[0]]

@@ -1,4 +1,4 @@
-"""Deadlines without a task per call (await_until, Bounded), their timer wheel, and cancellation
+"""Deadlines without a task per call (await_until, finish_by), their timer wheel, and cancellation
 that stays correct."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hasql_core._deadline import WHEEL_TICK, Alarm, Bounded, TimerWheel, await_until
+from hasql_core._deadline import WHEEL_TICK, TimerWheel, await_until, disarm, finish_by
 
 
 async def test_result_before_deadline():
@@ -100,27 +100,30 @@ async def _started(coro: Coroutine[Any, Any, Any]) -> tuple[Coroutine[Any, Any, 
     return coro, coro.send(None)
 
 
-async def test_bounded_returns_the_result_of_a_coroutine_that_waits():
+def _in(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def test_finish_by_returns_the_result_of_a_coroutine_that_waits():
     async def answer() -> str:
         await asyncio.sleep(0.01)
         return "ok"
 
     coro, pending = await _started(answer())
-    assert await Bounded(coro, pending, timeout=1, wheel=TimerWheel()) == "ok"
+    assert await finish_by(coro, pending, _in(1), TimerWheel()) == "ok"
 
 
-@pytest.mark.parametrize("wheel", [None, TimerWheel()], ids=["loop-timer", "wheel"])
-async def test_bounded_times_out_and_cancels_the_coroutine(wheel: TimerWheel | None):
+async def test_finish_by_times_out_and_cancels_the_coroutine():
     cancelled = asyncio.Event()
     coro, pending = await _started(_slow(cancelled))
     with pytest.raises(asyncio.TimeoutError):
-        await Bounded(coro, pending, timeout=0.05, wheel=wheel)
+        await finish_by(coro, pending, _in(0.05), TimerWheel())
     assert cancelled.is_set()
     task = asyncio.current_task()
     assert task is not None and getattr(task, "cancelling", lambda: 0)() == 0
 
 
-async def test_bounded_passes_an_outside_cancellation_on_unchanged():
+async def test_finish_by_passes_an_outside_cancellation_on_unchanged():
     wheel = TimerWheel()
     cleaned_up = asyncio.Event()
 
@@ -132,7 +135,7 @@ async def test_bounded_passes_an_outside_cancellation_on_unchanged():
 
     async def waiter() -> None:
         coro, pending = await _started(slow())
-        await Bounded(coro, pending, timeout=5, wheel=wheel)
+        await finish_by(coro, pending, _in(5), wheel)
 
     task = asyncio.ensure_future(waiter())
     await asyncio.sleep(0.01)
@@ -142,7 +145,7 @@ async def test_bounded_passes_an_outside_cancellation_on_unchanged():
     assert cleaned_up.is_set()
 
 
-async def test_bounded_keeps_a_result_that_arrives_despite_the_deadline():
+async def test_finish_by_keeps_a_result_that_arrives_despite_the_deadline():
     # A coroutine that finishes its cleanup and returns a value even when cancelled at the
     # deadline (as a driver's shielded release does): the value is kept, no timeout raised.
     async def stubborn() -> str:
@@ -154,7 +157,7 @@ async def test_bounded_keeps_a_result_that_arrives_despite_the_deadline():
         return "never"
 
     coro, pending = await _started(stubborn())
-    assert await Bounded(coro, pending, timeout=0.02, wheel=TimerWheel()) == "finished anyway"
+    assert await finish_by(coro, pending, _in(0.02), TimerWheel()) == "finished anyway"
     await asyncio.sleep(0)  # no stray cancellation is left pending on this task
 
 
@@ -179,16 +182,16 @@ async def test_an_alarm_may_withdraw_another_of_the_same_tick():
     rang: list[str] = []
     done = asyncio.Event()
     when = wheel.loop.time() + 0.01
-    second = Alarm(lambda: rang.append("second"))
+    second: list[Any] = []
 
     def first() -> None:
         rang.append("first")
-        second.cancel()
+        disarm(second[0])
 
     # Both land in the same tick; whichever rings first, the other must not ring after being
     # withdrawn, and the ring must not fail on the slot changing under it.
-    wheel.schedule(when, Alarm(first))
-    wheel.schedule(when, second)
+    wheel.arm(when, first)
+    second.append(wheel.arm(when, lambda: rang.append("second")))
     wheel.call_later(0.01 + 2 * WHEEL_TICK, done.set)
     await asyncio.wait_for(done.wait(), 5)
     assert rang in (["first"], ["second", "first"])
@@ -198,6 +201,6 @@ async def test_withdrawing_every_alarm_then_scheduling_again_still_rings():
     wheel = TimerWheel()
     done = asyncio.Event()
     when = wheel.loop.time() + 0.01
-    wheel.schedule(when, Alarm(lambda: None)).cancel()  # the tick's slot goes away
-    wheel.schedule(when, Alarm(done.set))  # and is made again
+    wheel.call_at(when, lambda: None).cancel()  # the tick's slot goes away
+    wheel.call_at(when, done.set)  # and is made again
     await asyncio.wait_for(done.wait(), 5)

@@ -24,6 +24,7 @@ import logging
 import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from heapq import heappop, heappush
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -67,25 +68,32 @@ class Alarm:
 class TimerWheel:
     """Many short-lived timers of one event loop for the price of a few loop timers.
 
-    Deadlines due within the same :data:`WHEEL_TICK` share one slot and one ``loop.call_at``;
-    arming one is a list append, withdrawing it one store. An entry rings at the end of its tick:
-    never before its time, at most one tick after it.
+    Deadlines due within the same :data:`WHEEL_TICK` share one slot; arming one is a list append,
+    withdrawing it one store. The wheel keeps one loop timer, for its earliest slot, and sets the
+    next one when it rings: the event loop's own timer heap (whose comparisons run in Python) holds
+    one entry per wheel, not one per wait or per tick. An entry rings at the end of its tick: never
+    before its time, at most one tick after it.
 
-    A slot's loop timer is not cancelled when its entries are withdrawn: it rings and finds
-    nothing to do. Cancelling it would cost a loop timer per wait whenever waits do not overlap
-    (one task acquiring in a loop opened and cancelled a slot on every acquire); this way an idle
-    wheel is woken at most once per tick until the last deadline armed before it fell idle has
-    passed, and not at all after that.
+    Slots are not dropped when their entries are withdrawn: they ring and find nothing to do.
+    Dropping them would cost a loop timer per wait whenever waits do not overlap (one task
+    acquiring in a loop opened and cancelled a slot on every acquire); this way an idle wheel is
+    woken at most once per tick until the last deadline armed before it fell idle has passed, and
+    not at all after that.
 
     A wheel serves one event loop: the one given to :meth:`bind`, else the one running when it is
     first used.
     """
 
-    __slots__ = ("_loop", "_slots")
+    __slots__ = ("_due", "_keys", "_loop", "_slots", "_timer")
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: dict[int, list[Entry]] = {}
+        #: The keys of ``_slots`` as a heap (integers: compared in C, unlike the loop's timers).
+        self._keys: list[int] = []
+        #: The one loop timer of the wheel, due at the end of tick ``_due``: the earliest slot's.
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -98,7 +106,7 @@ class TimerWheel:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve ``loop`` from now on (entries of a former loop are dropped: they cannot ring)."""
         if loop is not self._loop:
-            self._loop, self._slots = loop, {}
+            self._loop, self._slots, self._keys, self._timer = loop, {}, [], None
 
     def arm(self, when: float, callback: Callable[[], object]) -> Entry:
         """Call ``callback()`` once ``loop.time()`` reaches ``when``; withdraw the returned entry
@@ -122,20 +130,35 @@ class TimerWheel:
     def _open_slot(self, key: int) -> list[Entry]:
         slot: list[Entry] = []
         self._slots[key] = slot
-        self.loop.call_at(key / _TICKS_PER_SECOND, self._ring, key)
+        heappush(self._keys, key)
+        if self._timer is None or key < self._due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._set_timer(key)
         return slot
 
-    def _ring(self, key: int) -> None:
-        for entry in self._slots.pop(key, ()):  # a callback may withdraw entries of this slot
-            callback = entry[0]
-            if callback is None:
-                continue
-            entry[0] = None
-            entry[1] = True
-            try:
-                callback()
-            except Exception:
-                log.exception("a timer callback failed")
+    def _set_timer(self, key: int) -> None:
+        self._due = key
+        self._timer = self.loop.call_at(key / _TICKS_PER_SECOND, self._ring)
+
+    def _ring(self) -> None:
+        """Ring every slot due by now, then set the timer for the next one."""
+        self._timer = None
+        keys, slots = self._keys, self._slots
+        due = self._due
+        while keys and keys[0] <= due:
+            for entry in slots.pop(heappop(keys)):  # a callback may withdraw entries of this slot
+                callback = entry[0]
+                if callback is None:
+                    continue
+                entry[0] = None
+                entry[1] = True
+                try:
+                    callback()
+                except Exception:
+                    log.exception("a timer callback failed")
+        if keys and self._timer is None:  # (a callback may have armed an earlier slot)
+            self._set_timer(keys[0])
 
 
 def set_done(future: asyncio.Future[None]) -> None:

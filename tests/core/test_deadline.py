@@ -204,3 +204,34 @@ async def test_withdrawing_every_alarm_then_scheduling_again_still_rings():
     wheel.call_at(when, lambda: None).cancel()  # the tick's slot goes away
     wheel.call_at(when, done.set)  # and is made again
     await asyncio.wait_for(done.wait(), 5)
+
+
+async def test_an_alarm_armed_by_a_ringing_alarm_rings_too():
+    wheel = TimerWheel()
+    loop = wheel.loop
+    done = asyncio.Event()
+    rang: list[str] = []
+
+    def first() -> None:
+        rang.append("first")
+        wheel.call_at(loop.time() - 1, lambda: rang.append("overdue"))  # already past due
+        wheel.call_later(0.02, done.set)
+
+    wheel.call_later(0.01, first)
+    await asyncio.wait_for(done.wait(), 5)
+    assert rang == ["first", "overdue"]
+
+
+async def test_alarms_over_many_ticks_all_ring_once_in_order():
+    wheel = TimerWheel()
+    loop = wheel.loop
+    start = loop.time()
+    rang: list[int] = []
+    done = asyncio.Event()
+    # Armed latest first, so the wheel's single loop timer has to be moved earlier each time;
+    # each in a tick of its own (the order within a tick is not promised).
+    for n in reversed(range(20)):
+        wheel.call_at(start + 1.2 * WHEEL_TICK * n, lambda n=n: rang.append(n))  # type: ignore[misc]
+    wheel.call_at(start + 1.2 * WHEEL_TICK * 22, done.set)
+    await asyncio.wait_for(done.wait(), 5)
+    assert rang == sorted(rang) and sorted(rang) == list(range(20))

@@ -68,6 +68,7 @@ _CANCELLING: set[asyncio.Future[None]] = set()
 MONITOR_APPLICATION_NAME = "hasql-monitor"
 
 _BAD = ConnStatus.BAD
+_OK = ConnStatus.OK
 _HAS_POLL = hasattr(select, "poll")
 _POOL_ERRORS = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg_pool.TooManyRequests)
 
@@ -85,21 +86,21 @@ class _PoolState:
     """What the driver keeps per pool: handed-out connections, closing flag, background tasks."""
 
     __slots__ = (
-        "all_returned",
         "close_task",
         "closing",
         "discards",
         "handed_out",
         "pool",
         "releasing",
+        "returned",
         "workers",
     )
 
     def __init__(self, pool: AsyncPool) -> None:
         self.pool = pool  # keeps id(pool) unique while the state is registered
         self.handed_out: set[AsyncConn] = set()
-        self.all_returned = asyncio.Event()
-        self.all_returned.set()
+        #: Set when the last handed-out connection comes back; made by a close that has to wait.
+        self.returned: asyncio.Event | None = None
         self.closing = False
         self.workers: set[asyncio.Task[Any]] = set()
         self.close_task: asyncio.Future[None] | None = None
@@ -108,14 +109,17 @@ class _PoolState:
         #: Background ``putconn`` calls of discarded connections (kept referenced until done).
         self.discards: set[asyncio.Future[None]] = set()
 
-    def checked_out(self, connection: AsyncConn) -> None:
-        self.handed_out.add(connection)
-        self.all_returned.clear()
-
     def checked_in(self, connection: AsyncConn) -> None:
         self.handed_out.discard(connection)
-        if not self.handed_out:
-            self.all_returned.set()
+        if self.returned is not None and not self.handed_out:
+            self.returned.set()
+
+    async def all_returned(self) -> None:
+        """Wait until no connection is handed out."""
+        if self.handed_out:
+            if self.returned is None:
+                self.returned = asyncio.Event()
+            await self.returned.wait()
 
 
 def _shutdown_socket(connection: AsyncConn) -> bool:
@@ -138,14 +142,20 @@ def _shutdown_socket(connection: AsyncConn) -> bool:
     return True
 
 
-def _readable(fd: int) -> bool:
+def _poll_readable(fd: int) -> bool:
     """Whether ``fd`` has input (or end-of-file, or an error) pending; does not block."""
-    if _HAS_POLL:  # no FD_SETSIZE limit, unlike select()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
+    poller = select.poll()  # no FD_SETSIZE limit, unlike select()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _select_readable(fd: int) -> bool:
+    """:func:`_poll_readable` where ``select.poll`` does not exist (Windows)."""
     readable, _, _ = select.select([fd], [], [], 0)
     return bool(readable)
+
+
+_readable = _poll_readable if _HAS_POLL else _select_readable
 
 
 def _closed_by_server(connection: AsyncConn) -> str | None:
@@ -201,6 +211,12 @@ async def _run_to_completion(coro: Coroutine[Any, None, None]) -> None:
         yielded = coro.send(None)
     except StopIteration:
         return
+    await _finish_shielded(coro, yielded)
+
+
+async def _finish_shielded(coro: Coroutine[Any, None, None], yielded: Any) -> None:
+    """The rest of :func:`_run_to_completion`: ``coro``, suspended on ``yielded``, carried on in
+    a task the caller awaits through :func:`asyncio.shield`."""
     rest = asyncio.ensure_future(_resume(coro, yielded))
     _forget(rest)
     await asyncio.shield(rest)
@@ -431,7 +447,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         cancelled ``getconn``, and the connection is recorded as handed out in the same step that
         returns it.
         """
-        state = self._state(pool)
+        state = self._pools.get(id(pool))
         if state is not None and state.closing:
             raise psycopg_pool.PoolClosed(f"the pool {pool.name!r} is closing")
         while True:
@@ -439,10 +455,14 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
                 connection = await pool.getconn(timeout=timeout, **kwargs)
             except psycopg_pool.PoolTimeout as exc:
                 raise PsycopgPoolTimeout(f"pool {pool.name!r}: {exc}") from exc
-            reason = _closed_by_server(connection)
+            pgconn = connection.pgconn
+            if pgconn.status == _OK and not _readable(pgconn.socket):  # the usual case, at once
+                reason = None
+            else:
+                reason = _closed_by_server(connection)
             if reason is None:
                 if state is not None:
-                    state.checked_out(connection)
+                    state.handed_out.add(connection)
                 return connection
             await _run_to_completion(pool.putconn(connection))
             if pool.get_stats()["pool_available"] == 0:
@@ -459,14 +479,20 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         the connection is never lost (psycopg_pool alone would lose it, see
         :func:`_run_to_completion`).
         """
-        state = self._state(pool)
-        if state is None:
-            await _run_to_completion(pool.putconn(connection, **kwargs))
+        state = self._pools.get(id(pool))
+        if state is not None:
+            state.checked_in(connection)
+        putting = pool.putconn(connection, **kwargs) if kwargs else pool.putconn(connection)
+        try:  # _run_to_completion's first step, inlined: putconn() rarely has to wait
+            yielded = putting.send(None)
+        except StopIteration:
             return
-        state.checked_in(connection)
+        if state is None:
+            await _finish_shielded(putting, yielded)
+            return
         state.releasing.add(connection)
         try:
-            await _run_to_completion(pool.putconn(connection, **kwargs))
+            await _finish_shielded(putting, yielded)
         finally:
             state.releasing.discard(connection)
 
@@ -508,7 +534,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         state = self._state(pool)
         if state is not None:
             state.closing = True
-            await state.all_returned.wait()
+            await state.all_returned()
         await self._shut(pool, state, CLOSE_WORKERS_TIMEOUT)
 
     async def terminate_pool(self, pool: AsyncPool) -> None:
@@ -523,7 +549,8 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
             state.closing = True
             connections = list(state.handed_out)
             state.handed_out.clear()
-            state.all_returned.set()
+            if state.returned is not None:
+                state.returned.set()
             if sum(_shutdown_socket(conn) for conn in connections):
                 # Let tasks blocked on those sockets see end-of-file and stop watching them.
                 for _ in range(3):

@@ -40,7 +40,7 @@ class HasqlPoolApi:
     _pool_wait_time: float
     _pool_waits: int
     _topology: Topology
-    _give_back: Callable[[Any, BaseException | None], Awaitable[None]]
+    _give_back: Callable[..., Awaitable[None]]
 
     if TYPE_CHECKING:
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ._acquire_stats import AcquireRecorder
 from ._deadline import TimerWheel, finish_by
 from ._topology import HostEntry
 from .driver import Driver
@@ -45,7 +44,6 @@ class Handout:
         "all_returned",
         "clock",
         "out",
-        "stats",
     )
 
     def __init__(
@@ -68,8 +66,6 @@ class Handout:
         #: ids of handed-out connections that failed with a host failure.
         self._failed: set[int] = set()
         self.all_returned: asyncio.Event | None = None
-        #: Acquire-path figures (use times), set by ``PoolManager.enable_acquire_stats``.
-        self.stats: AcquireRecorder | None = None
 
     def __len__(self) -> int:
         return len(self.out)
@@ -127,18 +123,15 @@ class Handout:
         is asked whether the connection is closed when ``check_closed`` is true (by default,
         when there was a failure: a block that ended normally used it successfully). Called
         as is at the end of an ``async with`` block (``PoolManager._give_back``)."""
-        item = self.out.pop(id(connection), None)
-        if item is None:
+        try:
+            _, entry, pool = self.out.pop(id(connection))
+        except KeyError:
             raise ValueError(
                 f"release() got a connection this PoolManager did not hand out (or already "
                 f"released): {type(connection).__name__}"
-            )
-        entry = item[1]
+            ) from None
         entry.in_use -= 1
-        pool = item[2]
         try:
-            if self.stats is not None:
-                self.stats.given_back(entry, connection)
             if (
                 failure is not None
                 or check_closed

@@ -40,6 +40,8 @@ class Introspection:
     _topology: Topology
     _acquire: Callable[..., Awaitable[Any]]
     _acquire_counted: Callable[..., Awaitable[Any]]
+    _give_back: Callable[..., Awaitable[None]]
+    _give_back_counted: Callable[..., Awaitable[None]]
 
     def host_states(self) -> tuple[HostState, ...]:
         """Every host's current state, in DSN order."""
@@ -54,8 +56,8 @@ class Introspection:
         """
         if self._acquire_stats is None:
             self._acquire_stats = AcquireRecorder(self._entries)
-            self._handout.stats = self._acquire_stats
             self._acquire = self._acquire_counted
+            self._give_back = self._give_back_counted
 
     def acquire_stats(self) -> AcquireStats | None:
         """A snapshot of the acquire figures counted since :meth:`enable_acquire_stats` (see
@@ -72,7 +74,7 @@ class Introspection:
             self._entries,
             ManagerFigures(
                 handed_out_from=self._handout.hosts(),
-                pool_waits=self._pool_waits,
+                pool_waits=self._pool_waits + sum(e.acquire_count for e in self._entries),
                 pool_wait_time=self._pool_wait_time,
                 waiting_acquires=self._fast_probing.waiters,
                 writable=topology.writable,

@@ -368,8 +368,6 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
         """
         clock = self._clock
         started = clock()
-        deadline = started + request.timeout
-        self._pool_waits += 1
         entry: HostEntry | None = None
         if self._fast_routes[request.route]:
             if request.read_only:
@@ -381,55 +379,68 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
             else:
                 entry = self._topology.writable
         excluded = _NOBODY
-        while True:
-            if entry is None:
-                entry, request, excluded = await self._find_host(
-                    request, started, deadline, excluded
-                )
-            pool = entry.pool
-            # Counted from now, waiting or not: the greedy policy sends the next acquire to the
-            # host with the most capacity left, which is the shortest queue when every pool is busy.
-            entry.in_use += 1
-            try:
-                # The driver's own timeout is a fallback: the deadline below is the one that counts.
-                acquiring = (
-                    self._driver.acquire(pool, request.timeout, **request.kwargs)
-                    if request.kwargs
-                    else self._driver.acquire(pool, request.timeout)
-                )
+        try:
+            while True:
+                if entry is None:
+                    entry, request, excluded = await self._find_host(
+                        request, started, started + request.timeout, excluded
+                    )
+                pool = entry.pool
+                # Counted from now, waiting or not: the greedy policy sends the next acquire to
+                # the host with the most capacity left, the shortest queue when all pools are busy.
+                entry.in_use += 1
                 try:
-                    pending = acquiring.send(None)
-                except StopIteration as done:
-                    connection = done.value
-                else:
-                    connection = await finish_by(acquiring, pending, deadline, self._wheel)
-            except BaseException as error:
-                entry.in_use -= 1
-                if isinstance(error, asyncio.TimeoutError):
-                    raise AcquireTimeoutError(
-                        f"timed out after {request.timeout:g}s waiting for a free connection in "
-                        f"the pool of {entry.state.name} ({request.describe()}); pool: "
-                        f"{entry.pool_stats()}. Raise the pool's size or the timeout. Hosts: "
-                        + self._topology.describe(),
-                        host=entry.state.name,
-                    ) from error
-                if not isinstance(error, Exception):
-                    raise
-                kind = self._driver.classify_error(error)
-                if kind not in HOST_FAILURES:
-                    raise
-                # The host failed under us: re-probe it, try another one within the deadline.
-                entry.count_error(kind.value)
-                self._suspect(entry)
-                excluded = excluded | {entry}
-                entry = None
-                continue
-            self._handed_out[id(connection)] = (connection, entry, pool)
-            entry.acquire_count += 1
-            entry.acquire_time += clock() - started
-            if context is not None:
-                context._connection = connection
-            return connection
+                    # The driver's own timeout is a fallback: the deadline below is what counts.
+                    acquiring = (
+                        self._driver.acquire(pool, request.timeout, **request.kwargs)
+                        if request.kwargs
+                        else self._driver.acquire(pool, request.timeout)
+                    )
+                    try:
+                        pending = acquiring.send(None)
+                    except StopIteration as done:
+                        connection = done.value
+                    else:
+                        connection = await finish_by(
+                            acquiring, pending, started + request.timeout, self._wheel
+                        )
+                except BaseException as error:
+                    entry.in_use -= 1
+                    if not self._host_failed(entry, request, error):
+                        raise
+                    # The host failed under us: it is re-probed; try another within the deadline.
+                    excluded = excluded | {entry}
+                    entry = None
+                    continue
+                self._handed_out[id(connection)] = (connection, entry, pool)
+                entry.acquire_count += 1
+                entry.acquire_time += clock() - started
+                if context is not None:
+                    context._connection = connection
+                return connection
+        except BaseException:
+            self._pool_waits += 1  # acquires that ended without a connection (see metrics())
+            raise
+
+    def _host_failed(self, entry: HostEntry, request: AcquireRequest, error: BaseException) -> bool:
+        """Whether ``error``, raised by the driver's acquire from ``entry``'s pool, is a host
+        failure (the host is then re-probed and another one may serve the request). A timeout
+        becomes :class:`AcquireTimeoutError`; anything else is the caller's to see."""
+        if isinstance(error, asyncio.TimeoutError):
+            raise AcquireTimeoutError(
+                f"timed out after {request.timeout:g}s waiting for a free connection in the pool "
+                f"of {entry.state.name} ({request.describe()}); pool: {entry.pool_stats()}. Raise "
+                "the pool's size or the timeout. Hosts: " + self._topology.describe(),
+                host=entry.state.name,
+            ) from error
+        if not isinstance(error, Exception):
+            return False
+        kind = self._driver.classify_error(error)
+        if kind not in HOST_FAILURES:
+            return False
+        entry.count_error(kind.value)
+        self._suspect(entry)
+        return True
 
     async def _find_host(
         self,
@@ -490,6 +501,15 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
             stats.read_on_primary(self._topology, request)
         return connection
 
+    async def _give_back_counted(self, connection: Any, *rest: Any) -> None:
+        """``Handout.give_back`` (same arguments), counting the connection's use time (swapped
+        in by :meth:`enable_acquire_stats`, like :meth:`_acquire_counted`)."""
+        stats = self._acquire_stats
+        entry = self._handout.host_of(connection)
+        if stats is not None and entry is not None:
+            stats.given_back(entry, connection)
+        await self._handout.give_back(connection, *rest)
+
     def _update_fast_routes(self) -> None:
         """Which requests :meth:`_acquire` may route by itself: none until the manager runs,
         once it closes, or with a policy written for hasql; writes only when the policy does not
@@ -535,7 +555,7 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
             if session is not None and session._manager is self and session.owns(connection):
                 await session.release(connection, **kwargs)
                 return
-        await self._handout.give_back(connection, None, kwargs, check_closed=True)
+        await self._give_back(connection, None, kwargs, True)
 
     def report_error(self, connection: Any, error: BaseException) -> None:
         """Tell the manager that ``error`` was raised while ``connection`` was in use.

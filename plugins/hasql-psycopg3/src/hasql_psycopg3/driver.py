@@ -19,6 +19,7 @@ Behaviour worth knowing (all of it tested against a real server):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import math
@@ -83,16 +84,20 @@ class PsycopgPoolTimeout(HasqlError, asyncio.TimeoutError):
 
 
 class _PoolState:
-    """What the driver keeps per pool: handed-out connections, closing flag, background tasks."""
+    """What the driver keeps per pool: handed-out connections, the acquires waiting in line for
+    one of them, closing flag, background tasks."""
 
     __slots__ = (
         "close_task",
         "closing",
         "discards",
         "handed_out",
+        "loop",
         "pool",
         "releasing",
         "returned",
+        "waiters",
+        "woken",
         "workers",
     )
 
@@ -108,11 +113,72 @@ class _PoolState:
         self.releasing: set[AsyncConn] = set()
         #: Background ``putconn`` calls of discarded connections (kept referenced until done).
         self.discards: set[asyncio.Future[None]] = set()
+        #: Acquires waiting for a handed-out connection to come back, first come first served
+        #: (see :meth:`wait_turn`), and how many were woken and have not yet taken theirs.
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.woken = 0
+        #: The event loop the pool was opened on.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def checked_in(self, connection: AsyncConn) -> None:
         self.handed_out.discard(connection)
         if self.returned is not None and not self.handed_out:
             self.returned.set()
+
+    def must_wait(self, pool: AsyncPool) -> bool:
+        """Whether an acquire has to wait its turn: others already wait, or every connection
+        the pool may hold is handed out (or being returned, or promised to a woken waiter)."""
+        return bool(self.waiters) or (
+            len(self.handed_out) + len(self.releasing) + self.woken >= pool.max_size
+        )
+
+    async def wait_turn(self, pool: AsyncPool) -> None:
+        """Wait until a connection this driver handed out comes back to ``pool`` (released or
+        discarded), in line behind the acquires that came first; then the caller takes it with
+        ``getconn``.
+
+        psycopg_pool's own wait (``getconn`` on an empty pool) runs ``asyncio.wait_for`` with a
+        task, a condition and a timer per waiting request, which under load costs more than the
+        rest of an acquire. This is one future per wait; it has no timer of its own (the core
+        cancels the acquire at its deadline). Honours the pool's ``max_waiting``. Raises
+        :class:`psycopg_pool.PoolClosed` when the pool closes meanwhile.
+        """
+        if pool.max_waiting and len(self.waiters) >= pool.max_waiting:
+            raise psycopg_pool.TooManyRequests(
+                f"the pool {pool.name!r} already has {len(self.waiters)} requests waiting"
+            )
+        waiter = (self.loop or asyncio.get_running_loop()).create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.woken -= 1  # woken, then cancelled before it could run: pass the turn on
+                self.wake_one()
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(waiter)
+            raise
+        self.woken -= 1
+        if self.closing:  # woken just before the close began
+            raise psycopg_pool.PoolClosed(f"the pool {pool.name!r} is closing")
+
+    def wake_one(self) -> None:
+        """A handed-out connection came back: the longest-waiting acquire may take it."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self.woken += 1
+                return
+
+    def fail_waiters(self, error: BaseException) -> None:
+        """End every waiting acquire with ``error`` (the pool is closing)."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
 
     async def all_returned(self) -> None:
         """Wait until no connection is handed out."""
@@ -416,6 +482,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
             # task by being new and carrying the pool's name (psycopg_pool names them after it).
             await pool.open(wait=False)
             if state is not None:
+                state.loop = asyncio.get_running_loop()
                 prefix = f"{pool.name}-"
                 state.workers = {
                     task
@@ -430,9 +497,11 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
     async def acquire(self, pool: AsyncPool, timeout: float | None, **kwargs: Any) -> AsyncConn:
         """Take a connection from ``pool`` (``pool.getconn``); the caller must :meth:`release` it.
 
-        ``timeout`` bounds the wait; ``None`` leaves it to the pool's ``timeout`` option. When it
-        passes, :class:`PsycopgPoolTimeout` (an :class:`asyncio.TimeoutError`) is raised with
-        psycopg_pool's ``PoolTimeout`` as its cause. ``kwargs`` go to ``getconn`` as given.
+        ``timeout`` bounds a wait in psycopg_pool (``None`` leaves it to the pool's ``timeout``
+        option); when it passes, :class:`PsycopgPoolTimeout` (an :class:`asyncio.TimeoutError`) is
+        raised with psycopg_pool's ``PoolTimeout`` as its cause. A wait in the driver's own line
+        (below) has no timer: the core cancels the acquire at its deadline, as the driver
+        contract allows. ``kwargs`` go to ``getconn`` as given.
         Raises :class:`psycopg_pool.PoolClosed` once :meth:`close_pool` or :meth:`terminate_pool`
         began.
 
@@ -443,13 +512,22 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         left, ``psycopg.OperationalError`` (``CONNECTION_LOST``) is raised so the core re-probes the
         host instead of waiting for a new connection to a server that may be gone.
 
+        When every connection the pool may hold is handed out, the acquire waits in the driver's
+        own first-come-first-served line for one of them to come back (see
+        :meth:`_PoolState.wait_turn`) rather than in psycopg_pool's, which costs several times
+        more per wait; it then takes the returned connection with ``getconn``. psycopg_pool's own
+        statistics therefore count those waits as immediate requests.
+
         Cancellation-safe: psycopg_pool (>= 3.3.1) gives back a connection it had assigned to a
         cancelled ``getconn``, and the connection is recorded as handed out in the same step that
-        returns it.
+        returns it; a waiter cancelled after its turn came passes the turn on.
         """
         state = self._pools.get(id(pool))
-        if state is not None and state.closing:
-            raise psycopg_pool.PoolClosed(f"the pool {pool.name!r} is closing")
+        if state is not None:
+            if state.closing:
+                raise psycopg_pool.PoolClosed(f"the pool {pool.name!r} is closing")
+            if state.must_wait(pool):
+                await state.wait_turn(pool)
         while True:
             try:
                 connection = await pool.getconn(timeout=timeout, **kwargs)
@@ -486,7 +564,13 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         try:  # _run_to_completion's first step, inlined: putconn() rarely has to wait
             yielded = putting.send(None)
         except StopIteration:
+            if state is not None and state.waiters:
+                state.wake_one()
             return
+        except BaseException:
+            if state is not None and state.waiters:
+                state.wake_one()  # psycopg_pool dropped the connection and replaces it
+            raise
         if state is None:
             await _finish_shielded(putting, yielded)
             return
@@ -495,6 +579,8 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
             await _finish_shielded(putting, yielded)
         finally:
             state.releasing.discard(connection)
+            if state.waiters:
+                state.wake_one()
 
     def discard(self, pool: AsyncPool, connection: AsyncConn) -> None:
         """Close ``connection`` at once and let the pool replace it; nothing waits on the server.
@@ -521,6 +607,8 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         if state is not None:
             state.discards.add(returning)
             returning.add_done_callback(state.discards.discard)
+            if state.waiters:  # its turn: it waits in psycopg_pool for the replacement
+                state.wake_one()
 
     async def close_pool(self, pool: AsyncPool) -> None:
         """Close ``pool`` gracefully.
@@ -534,6 +622,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         state = self._state(pool)
         if state is not None:
             state.closing = True
+            state.fail_waiters(psycopg_pool.PoolClosed(f"the pool {pool.name!r} is closing"))
             await state.all_returned()
         await self._shut(pool, state, CLOSE_WORKERS_TIMEOUT)
 
@@ -547,6 +636,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         state = self._state(pool)
         if state is not None:
             state.closing = True
+            state.fail_waiters(psycopg_pool.PoolClosed(f"the pool {pool.name!r} was terminated"))
             connections = list(state.handed_out)
             state.handed_out.clear()
             if state.returned is not None:

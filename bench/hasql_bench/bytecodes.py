@@ -95,7 +95,9 @@ async def compare(driver: str, tasks: int, role: str, ops: int, top: int) -> str
     lines = []
     with LocalCluster(replicas=2) as cluster:
         target = Target.of(cluster)
-        clients: list[Client] = [RawClient(driver), CoreClient(driver)]
+        # Tracing slows everything down tenfold: at 100 tasks the default 1 s acquire timeout
+        # would pass while waiting for the pool. A longer one changes nothing else.
+        clients: list[Client] = [RawClient(driver), CoreClient(driver, acquire_timeout=60.0)]
         per_code: list[collections.Counter[str]] = []
         per_op: list[float] = []
         for client in clients:

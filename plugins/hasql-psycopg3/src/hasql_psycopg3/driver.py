@@ -93,6 +93,7 @@ class _PoolState:
         "discards",
         "handed_out",
         "loop",
+        "max_size",
         "pool",
         "releasing",
         "returned",
@@ -102,7 +103,7 @@ class _PoolState:
     )
 
     def __init__(self, pool: AsyncPool) -> None:
-        self.pool = pool  # keeps id(pool) unique while the state is registered
+        self.pool = pool
         self.handed_out: set[AsyncConn] = set()
         #: Set when the last handed-out connection comes back; made by a close that has to wait.
         self.returned: asyncio.Event | None = None
@@ -117,6 +118,8 @@ class _PoolState:
         #: (see :meth:`wait_turn`), and how many were woken and have not yet taken theirs.
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.woken = 0
+        #: The pool's ``max_size`` when last looked at (see :meth:`must_wait`).
+        self.max_size: int = pool.max_size
         #: The event loop the pool was opened on.
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -127,9 +130,13 @@ class _PoolState:
 
     def must_wait(self, pool: AsyncPool) -> bool:
         """Whether an acquire has to wait its turn: others already wait, or every connection
-        the pool may hold is handed out (or being returned, or promised to a woken waiter)."""
+        the pool may hold is handed out (or being returned, or promised to a woken waiter).
+
+        Refreshes :attr:`max_size`, which the acquire path reads to call this only when the
+        answer may be yes (``pool.max_size`` is a property: a Python call on every acquire)."""
+        self.max_size = pool.max_size
         return bool(self.waiters) or (
-            len(self.handed_out) + len(self.releasing) + self.woken >= pool.max_size
+            len(self.handed_out) + len(self.releasing) + self.woken >= self.max_size
         )
 
     async def wait_turn(self, pool: AsyncPool) -> None:
@@ -424,7 +431,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
     replace_pool_after_outage: ClassVar[bool] = True
 
     def __init__(self) -> None:
-        self._pools: dict[int, _PoolState] = {}
+        self._pools: dict[AsyncPool, _PoolState] = {}  # by identity: pools do not define ==
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -437,7 +444,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         return make_conninfo(dsn.to_conninfo(), target_session_attrs="any", **overrides)
 
     def _state(self, pool: AsyncPool) -> _PoolState | None:
-        return self._pools.get(id(pool))
+        return self._pools.get(pool)
 
     # -- pools ---------------------------------------------------------------------------------
 
@@ -464,7 +471,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         pool: AsyncPool = psycopg_pool.AsyncConnectionPool(
             self.conninfo(dsn), open=False, **options
         )
-        self._pools[id(pool)] = _PoolState(pool)
+        self._pools[pool] = _PoolState(pool)
         return pool
 
     async def open_pool(self, pool: AsyncPool) -> None:
@@ -522,11 +529,13 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         cancelled ``getconn``, and the connection is recorded as handed out in the same step that
         returns it; a waiter cancelled after its turn came passes the turn on.
         """
-        state = self._pools.get(id(pool))
+        state = self._pools.get(pool)
         if state is not None:
             if state.closing:
                 raise psycopg_pool.PoolClosed(f"the pool {pool.name!r} is closing")
-            if state.must_wait(pool):
+            if (
+                state.waiters or len(state.handed_out) + state.woken >= state.max_size
+            ) and state.must_wait(pool):
                 await state.wait_turn(pool)
         while True:
             try:
@@ -557,7 +566,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         the connection is never lost (psycopg_pool alone would lose it, see
         :func:`_run_to_completion`).
         """
-        state = self._pools.get(id(pool))
+        state = self._pools.get(pool)
         if state is not None:
             state.checked_in(connection)
         putting = pool.putconn(connection, **kwargs) if kwargs else pool.putconn(connection)
@@ -672,7 +681,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         if busy:
             await asyncio.wait(busy, timeout=TASK_END_TIMEOUT)
         state.workers.clear()
-        self._pools.pop(id(pool), None)
+        self._pools.pop(pool, None)
 
     async def expire_idle(self, pool: AsyncPool) -> None:
         """Close the pool's idle connections and open new ones (``pool.drain()``).

@@ -68,10 +68,13 @@ class RunConfig:
         """The default run: about eight minutes on a 2-core machine."""
         return cls(
             quick=False,
-            overhead_rounds=5,
-            overhead_slices=4,
-            overhead_slice=0.2,
-            overhead_slice_many=0.3,
+            # Short slices: the three clients of a round see the same machine within a tenth of
+            # a second. Nine rounds: a ratio still swings by 0.05-0.1 from round to round on a
+            # shared 2-core machine, so the median needs a few more than five.
+            overhead_rounds=9,
+            overhead_slices=10,
+            overhead_slice=0.05,
+            overhead_slice_many=0.1,
             overhead_warmup=0.3,
             overhead_tasks=(1, 100),
             failover_reps=2,

@@ -24,7 +24,7 @@ import logging
 import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -46,6 +46,11 @@ Entry = list[Any]
 _armed = itemgetter(0)
 
 
+def slot_key(when: float) -> int:
+    """The wheel slot of a deadline: the end of the tick ``when`` falls in."""
+    return int(when * _TICKS_PER_SECOND) + 1
+
+
 def disarm(entry: Entry) -> None:
     """Withdraw a wheel entry; does nothing once it rang or was withdrawn."""
     entry[0] = None
@@ -55,9 +60,11 @@ class Alarm:
     """A callback due on a :class:`TimerWheel` (from :meth:`TimerWheel.call_at` or
     :meth:`TimerWheel.call_later`); :meth:`cancel` withdraws it."""
 
-    __slots__ = ("_entry",)
+    __slots__ = ("_entry", "_key", "_wheel")
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, wheel: TimerWheel, key: int, entry: Entry) -> None:
+        self._wheel = wheel
+        self._key = key
         self._entry = entry
 
     @property
@@ -66,8 +73,11 @@ class Alarm:
         return bool(self._entry[1])
 
     def cancel(self) -> None:
-        """Withdraw the alarm; does nothing once it rang or was withdrawn."""
-        self._entry[0] = None
+        """Withdraw the alarm; does nothing once it rang or was withdrawn. Its slot is dropped
+        when nothing else is armed there, so an idle wheel is not woken for nothing."""
+        if self._entry[0] is not None:
+            self._entry[0] = None
+            self._wheel.tidy(self._key)
 
 
 class TimerWheel:
@@ -116,7 +126,9 @@ class TimerWheel:
     def arm(self, when: float, callback: Callable[[], object]) -> Entry:
         """Call ``callback()`` once ``loop.time()`` reaches ``when``; withdraw the returned entry
         with :func:`disarm`. A callback that raises is logged, not propagated."""
-        key = int(when * _TICKS_PER_SECOND) + 1  # the end of the tick ``when`` falls in
+        return self._arm(slot_key(when), callback)
+
+    def _arm(self, key: int, callback: Callable[[], object]) -> Entry:
         slot = self._slots.get(key)
         if slot is None:
             slot = self._open_slot(key)
@@ -126,11 +138,29 @@ class TimerWheel:
 
     def call_at(self, when: float, callback: Callable[[], object]) -> Alarm:
         """``callback()`` once ``loop.time()`` reaches ``when`` (within a tick)."""
-        return Alarm(self.arm(when, callback))
+        key = slot_key(when)
+        return Alarm(self, key, self._arm(key, callback))
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Alarm:
         """``callback()`` after ``delay`` seconds (within a tick)."""
-        return Alarm(self.arm(self.loop.time() + delay, callback))
+        return self.call_at(self.loop.time() + delay, callback)
+
+    def tidy(self, key: int) -> None:
+        """Drop slot ``key`` if nothing armed is left in it, and the loop timer with it if it
+        was set for that slot. Not for the acquire path (it costs a heap rebuild); for callers
+        whose waits are rare, such as the monitor, whose withdrawn deadlines would otherwise wake
+        an idle event loop once each."""
+        slot = self._slots.get(key)
+        if slot is None or next(filter(_armed, slot), None) is not None:
+            return
+        del self._slots[key]
+        self._keys.remove(key)
+        heapify(self._keys)
+        if key == self._due and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            if self._keys:
+                self._set_timer(self._keys[0])
 
     def _open_slot(self, key: int) -> list[Entry]:
         slot: list[Entry] = []
@@ -216,7 +246,7 @@ def finish_by(
             "PoolManager serves the event loop it was started in"
         )
     # wheel.arm(deadline, task.cancel), inlined: this runs on every wait.
-    key = int(deadline * _TICKS_PER_SECOND) + 1
+    key = int(deadline * _TICKS_PER_SECOND) + 1  # slot_key(deadline)
     slot = wheel._slots.get(key)
     if slot is None:
         slot = wheel._open_slot(key)
@@ -292,7 +322,10 @@ async def await_until(
     except StopIteration as stop:
         result: T = stop.value
         return result
-    return await finish_by(steps, pending, deadline, wheel)
+    try:
+        return await finish_by(steps, pending, deadline, wheel)
+    finally:
+        wheel.tidy(slot_key(deadline))  # rare waits (the monitor's): wake nobody for nothing
 
 
 async def within(awaitable: Awaitable[T], timeout: float, wheel: TimerWheel | None = None) -> T:

@@ -235,3 +235,50 @@ async def test_alarms_over_many_ticks_all_ring_once_in_order():
     wheel.call_at(start + 1.2 * WHEEL_TICK * 22, done.set)
     await asyncio.wait_for(done.wait(), 5)
     assert rang == sorted(rang) and sorted(rang) == list(range(20))
+
+
+@pytest.fixture
+async def loop_timers(monkeypatch: pytest.MonkeyPatch) -> list[asyncio.TimerHandle]:
+    """Every timer set on the running event loop from now on (``loop.call_at``)."""
+    loop = asyncio.get_running_loop()
+    handles: list[asyncio.TimerHandle] = []
+    call_at = loop.call_at
+
+    def recording_call_at(when: float, callback: Any, *args: Any, **kw: Any) -> asyncio.TimerHandle:
+        handle = call_at(when, callback, *args, **kw)
+        handles.append(handle)
+        return handle
+
+    monkeypatch.setattr(loop, "call_at", recording_call_at)
+    return handles
+
+
+async def test_withdrawn_alarms_leave_no_timer_on_the_event_loop(
+    loop_timers: list[asyncio.TimerHandle],
+) -> None:
+    # The monitor's deadlines are withdrawn long before they are due; an idle event loop must
+    # not be woken for them.
+    wheel = TimerWheel()
+    loop = wheel.loop
+    kept = asyncio.Event()
+    soon = wheel.call_later(0.5, lambda: None)
+    later = wheel.call_later(2.0, lambda: None)
+    shared = wheel.call_later(1.0, lambda: None)
+    wheel.call_at(loop.time() + 1.0, kept.set)  # in the same tick as ``shared``: that slot stays
+    soon.cancel()
+    later.cancel()
+    shared.cancel()
+    live = [h for h in loop_timers if not h.cancelled()]
+    assert len(live) == 1 and live[0].when() >= loop.time() + 1.0 - WHEEL_TICK
+    await asyncio.wait_for(kept.wait(), 5)
+
+
+async def test_await_until_leaves_no_timer_once_done(
+    loop_timers: list[asyncio.TimerHandle],
+) -> None:
+    wheel = TimerWheel()
+    loop = wheel.loop
+    future: asyncio.Future[int] = loop.create_future()
+    loop.call_soon(future.set_result, 7)
+    assert await await_until(future, loop.time() + 30, wheel) == 7
+    assert loop_timers and all(h.cancelled() for h in loop_timers)

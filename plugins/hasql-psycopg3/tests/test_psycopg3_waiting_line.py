@@ -46,14 +46,15 @@ def _line(driver: PsycopgDriver, pool: AsyncPool) -> Any:
 
 
 async def _held_and_waiting(
-    driver: PsycopgDriver, pool: AsyncPool, count: int
+    driver: PsycopgDriver, pool: AsyncPool, count: int, first_kwargs: dict[str, Any] | None = None
 ) -> tuple[AsyncConn, list[asyncio.Task[AsyncConn]]]:
     """Take the pool's only connection, then start ``count`` acquires, each in line before the
-    next starts."""
+    next starts (the first with ``first_kwargs`` for ``getconn``)."""
     held = await driver.acquire(pool, 5.0)
     waiters = []
     for number in range(count):
-        waiters.append(asyncio.create_task(driver.acquire(pool, 5.0)))
+        kwargs = (first_kwargs or {}) if number == 0 else {}
+        waiters.append(asyncio.create_task(driver.acquire(pool, 5.0, **kwargs)))
         await _waiting(_line(driver, pool), number + 1)
     return held, waiters
 
@@ -171,5 +172,23 @@ async def test_a_discarded_connection_s_replacement_reaches_the_next_waiter(
             assert await cursor.fetchone() == (1,)
         finally:
             await driver.release(pool, conn)
+    finally:
+        await shut(driver, pool)
+
+
+async def test_a_waiter_whose_turn_came_but_failed_passes_the_turn_on(
+    cluster: LocalCluster, driver: PsycopgDriver
+) -> None:
+    pool = await _open(driver, cluster, max_size=1)
+    try:
+        # getconn() refuses the unknown argument once the first waiter's turn comes.
+        held, (failing, second) = await _held_and_waiting(
+            driver, pool, 2, first_kwargs={"no_such_argument": 1}
+        )
+        await driver.release(pool, held)
+        with pytest.raises(TypeError, match="no_such_argument"):
+            await asyncio.wait_for(failing, WAIT)
+        conn = await asyncio.wait_for(second, WAIT)
+        await driver.release(pool, conn)
     finally:
         await shut(driver, pool)

@@ -537,25 +537,31 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
                 state.waiters or len(state.handed_out) + state.woken >= state.max_size
             ) and state.must_wait(pool):
                 await state.wait_turn(pool)
-        while True:
-            try:
-                connection = await pool.getconn(timeout=timeout, **kwargs)
-            except psycopg_pool.PoolTimeout as exc:
-                raise PsycopgPoolTimeout(f"pool {pool.name!r}: {exc}") from exc
-            pgconn = connection.pgconn
-            if pgconn.status == _OK and not _readable(pgconn.socket):  # the usual case, at once
-                reason = None
-            else:
-                reason = _closed_by_server(connection)
-            if reason is None:
-                if state is not None:
-                    state.handed_out.add(connection)
-                return connection
-            await _run_to_completion(pool.putconn(connection))
-            if pool.get_stats()["pool_available"] == 0:
-                raise psycopg.OperationalError(
-                    f"the server closed the idle connections of pool {pool.name!r}: {reason}"
-                )
+        try:
+            while True:
+                try:
+                    connection = await pool.getconn(timeout=timeout, **kwargs)
+                except psycopg_pool.PoolTimeout as exc:
+                    raise PsycopgPoolTimeout(f"pool {pool.name!r}: {exc}") from exc
+                pgconn = connection.pgconn
+                if pgconn.status == _OK and not _readable(pgconn.socket):  # usual: at once
+                    reason = None
+                else:
+                    reason = _closed_by_server(connection)
+                if reason is None:
+                    if state is not None:
+                        state.handed_out.add(connection)
+                    return connection
+                await _run_to_completion(pool.putconn(connection))
+                if pool.get_stats()["pool_available"] == 0:
+                    raise psycopg.OperationalError(
+                        f"the server closed the idle connections of pool {pool.name!r}: {reason}"
+                    )
+        except BaseException:
+            # Whatever this acquire would have taken is still in the pool: the next in line may.
+            if state is not None and state.waiters:
+                state.wake_one()
+            raise
 
     async def release(self, pool: AsyncPool, connection: AsyncConn, **kwargs: Any) -> None:
         """Give ``connection`` back to ``pool`` (``pool.putconn``).

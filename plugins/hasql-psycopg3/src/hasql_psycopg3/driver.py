@@ -180,12 +180,13 @@ class _PoolState:
                 self.woken += 1
                 return
 
-    def fail_waiters(self, error: BaseException) -> None:
-        """End every waiting acquire with ``error`` (the pool is closing)."""
+    def fail_waiters(self, why: str) -> None:
+        """End every waiting acquire with :class:`psycopg_pool.PoolClosed` (each its own, with
+        message ``why``): the pool is closing."""
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(error)
+                waiter.set_exception(psycopg_pool.PoolClosed(why))
 
     async def all_returned(self) -> None:
         """Wait until no connection is handed out."""
@@ -637,7 +638,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         state = self._state(pool)
         if state is not None:
             state.closing = True
-            state.fail_waiters(psycopg_pool.PoolClosed(f"the pool {pool.name!r} is closing"))
+            state.fail_waiters(f"the pool {pool.name!r} is closing")
             await state.all_returned()
         await self._shut(pool, state, CLOSE_WORKERS_TIMEOUT)
 
@@ -651,7 +652,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         state = self._state(pool)
         if state is not None:
             state.closing = True
-            state.fail_waiters(psycopg_pool.PoolClosed(f"the pool {pool.name!r} was terminated"))
+            state.fail_waiters(f"the pool {pool.name!r} was terminated")
             connections = list(state.handed_out)
             state.handed_out.clear()
             if state.returned is not None:

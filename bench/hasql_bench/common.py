@@ -65,7 +65,7 @@ class RunConfig:
 
     @classmethod
     def full(cls) -> RunConfig:
-        """The default run: about eight minutes on a 2-core machine."""
+        """The default run: about ten minutes on a 2-core machine."""
         return cls(
             quick=False,
             # Short slices: the three clients of a round see the same machine within a tenth of

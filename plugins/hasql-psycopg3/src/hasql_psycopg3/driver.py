@@ -579,13 +579,13 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         putting = pool.putconn(connection, **kwargs) if kwargs else pool.putconn(connection)
         try:  # _run_to_completion's first step, inlined: putconn() rarely has to wait
             yielded = putting.send(None)
-        except StopIteration:
+        except BaseException as ended:
+            # Back in the pool (StopIteration), or dropped and being replaced: the next in line
+            # may take it either way.
             if state is not None and state.waiters:
                 state.wake_one()
-            return
-        except BaseException:
-            if state is not None and state.waiters:
-                state.wake_one()  # psycopg_pool dropped the connection and replaces it
+            if isinstance(ended, StopIteration):
+                return
             raise
         if state is None:
             await _finish_shielded(putting, yielded)

@@ -2,7 +2,9 @@
 
 :class:`Handout` is the manager's record of handed-out connections and its policy for giving them
 back: released through the driver within ``release_timeout``, or discarded (closed without a server
-round trip) when the release could wait on a server that may not answer.
+round trip) when the release could wait on a server that may not answer. For a driver whose
+release only waits on the server once started (asyncpg's reset query), the caller goes on at once
+and :class:`_BackgroundRelease` finishes the release, under the same bound.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ._deadline import TimerWheel, finish_by
+from ._deadline import _TICKS_PER_SECOND, TimerWheel, finish_by
 from ._topology import HostEntry
 from .driver import Driver
 from .error_kinds import HOST_FAILURES, ErrorKind
@@ -36,6 +38,7 @@ class Handout:
     """
 
     __slots__ = (
+        "_background",
         "_driver",
         "_failed",
         "_release_timeout",
@@ -44,6 +47,7 @@ class Handout:
         "all_returned",
         "clock",
         "out",
+        "releasing",
     )
 
     def __init__(
@@ -66,9 +70,14 @@ class Handout:
         #: ids of handed-out connections that failed with a host failure.
         self._failed: set[int] = set()
         self.all_returned: asyncio.Event | None = None
+        #: Whether the driver's releases may finish in the background (see
+        #: ``Driver.release_in_background``), and how many are doing so now.
+        self._background = driver.release_in_background
+        self.releasing = 0
 
     def __len__(self) -> int:
-        return len(self.out)
+        """Connections not back yet: handed out, or their release still finishing."""
+        return len(self.out) + self.releasing
 
     def add(self, connection: Any, entry: HostEntry) -> None:
         """Record that ``connection`` came from ``entry``'s pool."""
@@ -87,7 +96,7 @@ class Handout:
     def watch_returns(self) -> asyncio.Event:
         """An event set once no connection is out any more (for a graceful close)."""
         self.all_returned = asyncio.Event()
-        if not self.out:
+        if not self:
             self.all_returned.set()
         return self.all_returned
 
@@ -122,7 +131,12 @@ class Handout:
         exception that ended its use, if any; ``kwargs`` go to the driver's release. The driver
         is asked whether the connection is closed when ``check_closed`` is true (by default,
         when there was a failure: a block that ended normally used it successfully). Called
-        as is at the end of an ``async with`` block (``PoolManager._give_back``)."""
+        as is at the end of an ``async with`` block (``PoolManager._give_back``).
+
+        With a driver whose release may finish in the background, this returns as soon as the
+        driver's release first waits, unless acquires are queued for the connection's pool: the
+        rest runs without the caller, within the same bound (see :class:`_BackgroundRelease`),
+        and only errors raised before that wait reach the caller."""
         try:
             _, entry, pool = self.out.pop(id(connection))
         except KeyError:
@@ -155,6 +169,13 @@ class Handout:
             except BaseException as error:
                 self._release_failed(entry, pool, connection, error)
                 return
+            # In the background, unless acquires queue for this pool: the caller would only
+            # trade this wait for one in that queue, and waiting here costs fewer steps.
+            if self._background and entry.in_use < entry.capacity:
+                entry.in_use += 1  # counted in use until it is back: not free for the balancer
+                self.releasing += 1
+                _BackgroundRelease(self, releasing, pending, entry, pool, connection)
+                return
             try:
                 await finish_by(
                     releasing, pending, self.clock() + self._release_timeout, self._wheel
@@ -162,8 +183,24 @@ class Handout:
             except BaseException as error:
                 self._release_failed(entry, pool, connection, error)
         finally:
-            if self.all_returned is not None and not self.out:
+            if self.all_returned is not None and not self:
                 self.all_returned.set()
+
+    def _background_release_ended(
+        self, entry: HostEntry, pool: Any, connection: Any, error: BaseException
+    ) -> None:
+        """A release that went on without its caller failed with ``error``: the connection is
+        discarded, and the error logged (there is no caller to raise it to)."""
+        try:
+            self._release_failed(entry, pool, connection, error)
+        except BaseException as unexpected:  # discarded already; nobody to raise to
+            if isinstance(unexpected, Exception):
+                log.warning(
+                    "giving a connection back to %s failed after the caller went on: %s; "
+                    "discarded it",
+                    entry.state.name,
+                    type(unexpected).__name__,
+                )
 
     def _discarded(
         self,
@@ -237,3 +274,95 @@ class Handout:
                 entry.state.name,
                 type(error).__name__,
             )
+
+
+class _BackgroundRelease:
+    """The rest of one driver release, after its first wait, carried on without the caller.
+
+    The driver's release coroutine is resumed from the done callback of each future it waits on
+    (no task: the driver promises its release needs none, see ``Driver.release_in_background``).
+    A deadline on the handout's wheel ends it after ``release_timeout``: the future waited on is
+    cancelled, the coroutine closed, and the connection discarded, as for a release the caller
+    waited on. Written for few Python steps: this runs on every release of such a driver.
+    """
+
+    __slots__ = ("_alarm", "_connection", "_entry", "_handout", "_pending", "_pool", "_steps")
+
+    def __init__(
+        self,
+        handout: Handout,
+        steps: Any,
+        pending: Any,
+        entry: HostEntry,
+        pool: Any,
+        connection: Any,
+    ) -> None:
+        self._handout = handout
+        self._steps = steps
+        self._entry = entry
+        self._pool = pool
+        self._connection = connection
+        # handout._wheel.arm(deadline, self._timed_out), inlined
+        slots = handout._wheel._slots
+        key = int((handout.clock() + handout._release_timeout) * _TICKS_PER_SECOND) + 1
+        slot = slots.get(key)
+        if slot is None:
+            slot = handout._wheel._open_slot(key)
+        self._alarm = alarm = [self._timed_out, False]
+        slot.append(alarm)
+        self._pending = pending
+        if pending is None:
+            self._wait_on(pending)
+        else:  # self._wait_on(pending), inlined for the usual case
+            pending._asyncio_future_blocking = False
+            pending.add_done_callback(self._resume)
+
+    def _wait_on(self, pending: Any) -> None:
+        """Resume the release once ``pending`` (what it yielded) is done."""
+        self._pending = pending
+        if pending is None:  # a bare yield: asyncio's way of saying "the next loop iteration"
+            self._handout._wheel.loop.call_soon(self._resume, None)
+        else:
+            pending._asyncio_future_blocking = False
+            pending.add_done_callback(self._resume)
+
+    def _resume(self, _: object) -> None:
+        steps = self._steps
+        if steps is None:  # ended by its deadline meanwhile
+            return
+        try:
+            self._wait_on(steps.send(None))
+            return
+        except StopIteration:
+            error = None
+        except BaseException as failure:
+            error = failure
+        self._finish(error)
+        if error is not None and not isinstance(error, Exception | asyncio.CancelledError):
+            raise error  # KeyboardInterrupt, SystemExit: the event loop's to handle
+
+    def _timed_out(self) -> None:
+        steps = self._steps
+        if steps is None:
+            return
+        self._steps = None
+        if self._pending is not None:
+            self._pending.cancel()
+        try:
+            steps.close()
+        except Exception:  # it cannot be resumed again either way
+            log.debug("a release cut off by its deadline did not close cleanly", exc_info=True)
+        self._finish(asyncio.TimeoutError())
+
+    def _finish(self, error: BaseException | None) -> None:
+        """The release ended (with ``error`` when it failed): the connection is back or
+        discarded."""
+        self._steps = None
+        self._alarm[0] = None  # disarm(self._alarm), inlined
+        handout = self._handout
+        handout.releasing -= 1
+        self._entry.in_use -= 1
+        if error is not None:
+            handout._background_release_ended(self._entry, self._pool, self._connection, error)
+        if handout.all_returned is not None and not handout:
+            handout.all_returned.set()

@@ -69,6 +69,15 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
     #: Connections still out from the old pool are discarded when they are given back.
     replace_pool_after_outage: ClassVar[bool] = False
 
+    #: True when :meth:`release`, once it first waits, only waits on futures until it ends and
+    #: needs no task of its own (no ``asyncio.timeout()``, no ``current_task()``): asyncpg's
+    #: release, which waits for its shielded reset query. The core then lets the caller go on
+    #: at that first wait and finishes the release from the futures' callbacks, within the same
+    #: ``release_timeout``, so the reset's round trip is off the caller's path; errors after that
+    #: first wait are logged, not raised. (When acquires are queued for the pool the caller waits
+    #: as usual: it would only trade that wait for one in the queue.)
+    release_in_background: ClassVar[bool] = False
+
     # -- pools ---------------------------------------------------------------------------------------
 
     @abc.abstractmethod

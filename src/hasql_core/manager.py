@@ -549,6 +549,11 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
         re-probed. A connection that failed with a host failure (see :meth:`report_error`), came
         back closed, or whose host is not usable now is discarded at once. Raises ``ValueError``
         for a connection this manager did not hand out (or that was already released).
+
+        With a driver whose release may finish in the background (asyncpg: its reset query;
+        see ``Driver.release_in_background``) this returns once the release is under way, unless
+        acquires are queued for that host's pool; the connection counts as in use until it is
+        back, ``close()`` waits for it, and an error after that point is logged, not raised.
         """
         if self._causal_scopes:
             session = current_session()

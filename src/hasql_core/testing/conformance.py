@@ -402,8 +402,12 @@ async def test_cancelled_acquires_leak_nothing(
             if rng.random() < 0.6:
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    stats = [m.pool for m in pm.metrics().hosts]
-    assert all(s.in_use == 0 for s in stats), stats
+
+    # A driver whose releases finish in the background may still be resetting the last ones.
+    def all_idle() -> bool:
+        return all(m.pool.in_use == 0 for m in pm.metrics().hosts)
+
+    await _until(all_idle, 5, "every connection back in its pool")
     for index, node in enumerate(cluster.nodes):
         # The pool's connections and the monitor's. Both sides are read again on every poll: a
         # connection discarded by a cancelled block may still be closing (its pool slot and its

@@ -1360,6 +1360,15 @@ async def test_async_with_left_after_a_statement_timeout_on_frozen_primary_is_bo
         await _close_after_thaw(pm, cluster, suite_app_name)
 
 
+async def _until_in_use(pm: PoolManager, count: int, within_seconds: float) -> None:
+    """Wait until the pools of ``pm`` have ``count`` connections in use."""
+
+    async def reached() -> bool:
+        return _in_use(pm) == count
+
+    await _eventually(reached, f"{count} connection(s) in use", within_seconds)
+
+
 @_scenario()
 @_one_node
 async def test_release_of_open_transaction_on_frozen_primary_is_bounded(
@@ -1367,11 +1376,14 @@ async def test_release_of_open_transaction_on_frozen_primary_is_bounded(
 ) -> None:
     """Leaving ``async with`` normally with a transaction open, while the primary is frozen
     (the rollback cannot be answered), returns within the release bound plus slack, and the
-    connection is not left checked out."""
+    connection is not left checked out. With a driver whose release finishes in the background
+    (``release_in_background``) the block is left at once, and the connection is back in its
+    pool's count (discarded) once the release bound has passed."""
     adapter = driver_suite_adapter
     cluster = hasql_cluster
     loop = asyncio.get_running_loop()
     pm = _frozen_primary_manager(cluster, adapter, suite_app_name)
+    background = pm.driver.release_in_background
     try:
         await pm.ready(masters_count=1, replicas_count=0, timeout=SERVER_WAIT)
         before = _in_use(pm)
@@ -1381,7 +1393,12 @@ async def test_release_of_open_transaction_on_frozen_primary_is_bounded(
             await asyncio.to_thread(cluster.freeze, cluster.primary)
             started = loop.time()
         took = loop.time() - started
-        assert took < pm.refresh_timeout + SLACK, f"leaving async with took {took:.2f}s"
+        bound = AT_ONCE if background else pm.refresh_timeout + SLACK
+        assert took < bound, f"leaving async with took {took:.2f}s"
+        if background:
+            assert _in_use(pm) == before + 1  # its rollback is still waiting on the server
+            await _until_in_use(pm, before, pm.refresh_timeout + SLACK)
+            assert pm.metrics().hosts[0].errors.get("release_timeout") == 1
         assert _in_use(pm) == before
     finally:
         await _close_after_thaw(pm, cluster, suite_app_name)
@@ -1394,7 +1411,9 @@ async def test_cancelling_the_caller_of_a_release_on_frozen_primary_leaves_nothi
 ) -> None:
     """A caller cancelled while its release waits on a frozen primary ends at once with
     ``CancelledError``, and ``in_use`` is back to its value before the acquire: the core discards
-    the connection, nothing stays checked out."""
+    the connection, nothing stays checked out. (A driver whose release finishes in the
+    background has no such caller: its release returns at once, and a graceful close then
+    waits for the release, or terminates the pool when the close bound passes first.)"""
     adapter = driver_suite_adapter
     cluster = hasql_cluster
     loop = asyncio.get_running_loop()
@@ -1409,6 +1428,14 @@ async def test_cancelling_the_caller_of_a_release_on_frozen_primary_leaves_nothi
         await asyncio.to_thread(cluster.freeze, cluster.primary)
         releasing = asyncio.ensure_future(pm.release(conn))
         done, _ = await asyncio.wait({releasing}, timeout=0.3)
+        if pm.driver.release_in_background:
+            assert done, "a release that finishes in the background made its caller wait"
+            assert _in_use(pm) == before + 1
+            started = loop.time()
+            await asyncio.wait_for(pm.close(timeout=0.5), AT_ONCE + SLACK)
+            assert loop.time() - started < AT_ONCE + SLACK
+            assert _in_use(pm) == before
+            return
         assert not done, "the release of an open transaction returned while the host was frozen"
         started = loop.time()
         releasing.cancel()

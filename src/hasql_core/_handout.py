@@ -39,8 +39,10 @@ class Handout:
 
     __slots__ = (
         "_background",
+        "_background_tasks",
         "_driver",
         "_failed",
+        "_in_task",
         "_release_timeout",
         "_suspect",
         "_wheel",
@@ -74,6 +76,10 @@ class Handout:
         #: ``Driver.release_in_background``), and how many are doing so now.
         self._background = driver.release_in_background
         self.releasing = 0
+        #: Whether such a release runs in a task of its own from its start (else the caller
+        #: takes its first step; see ``Driver.release_needs_task``), and those tasks.
+        self._in_task = driver.release_needs_task
+        self._background_tasks: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         """Connections not back yet: handed out, or their release still finishing."""
@@ -133,10 +139,11 @@ class Handout:
         when there was a failure: a block that ended normally used it successfully). Called
         as is at the end of an ``async with`` block (``PoolManager._give_back``).
 
-        With a driver whose release may finish in the background, this returns as soon as the
-        driver's release first waits, unless acquires are queued for the connection's pool: the
-        rest runs without the caller, within the same bound (see :class:`_BackgroundRelease`),
-        and only errors raised before that wait reach the caller."""
+        With a driver whose release may finish in the background, this returns before the
+        driver's release ends (at once, or once it first waits when it needs no task), unless
+        acquires are queued for the connection's pool: the rest runs without the caller, within
+        the same bound (see :meth:`_release_in_task` and :class:`_BackgroundRelease`), and only
+        errors raised before the caller went on reach it."""
         try:
             _, entry, pool = self.out.pop(id(connection))
         except KeyError:
@@ -155,6 +162,9 @@ class Handout:
                 or pool is not entry.pool
             ) and self._discarded(entry, pool, connection, failure, bool(check_closed)):
                 return
+            if self._in_task and self._background and entry.in_use < entry.capacity:
+                self._release_in_task(entry, pool, connection, kwargs)
+                return
             # The driver's release, stepped by hand: when it ends without waiting no deadline is
             # armed (see finish_by).
             releasing = (
@@ -171,7 +181,7 @@ class Handout:
                 return
             # In the background, unless acquires queue for this pool: the caller would only
             # trade this wait for one in that queue, and waiting here costs fewer steps.
-            if self._background and entry.in_use < entry.capacity:
+            if self._background and not self._in_task and entry.in_use < entry.capacity:
                 entry.in_use += 1  # counted in use until it is back: not free for the balancer
                 self.releasing += 1
                 _BackgroundRelease(self, releasing, pending, entry, pool, connection)
@@ -183,6 +193,41 @@ class Handout:
             except BaseException as error:
                 self._release_failed(entry, pool, connection, error)
         finally:
+            if self.all_returned is not None and not self:
+                self.all_returned.set()
+
+    def _release_in_task(
+        self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]
+    ) -> None:
+        """Run the driver's release of ``connection`` in a task of its own, within
+        ``release_timeout``; the connection counts as in use until it is back."""
+        entry.in_use += 1
+        self.releasing += 1
+        task = self._wheel.loop.create_task(self._release_task(entry, pool, connection, kwargs))
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
+
+    async def _release_task(
+        self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]
+    ) -> None:
+        releasing = (
+            self._driver.release(pool, connection, **kwargs)
+            if kwargs
+            else self._driver.release(pool, connection)
+        )
+        try:
+            try:
+                pending = releasing.send(None)
+            except StopIteration:
+                return
+            await finish_by(releasing, pending, self.clock() + self._release_timeout, self._wheel)
+        except BaseException as error:
+            self._background_release_ended(entry, pool, connection, error)
+            if not isinstance(error, Exception):
+                raise  # cancelled (the event loop is shutting down): discarded, and done
+        finally:
+            self.releasing -= 1
+            entry.in_use -= 1
             if self.all_returned is not None and not self:
                 self.all_returned.set()
 

@@ -69,14 +69,20 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
     #: Connections still out from the old pool are discarded when they are given back.
     replace_pool_after_outage: ClassVar[bool] = False
 
-    #: True when :meth:`release`, once it first waits, only waits on futures until it ends and
-    #: needs no task of its own (no ``asyncio.timeout()``, no ``current_task()``): asyncpg's
-    #: release, which waits for its shielded reset query. The core then lets the caller go on
-    #: at that first wait and finishes the release from the futures' callbacks, within the same
-    #: ``release_timeout``, so the reset's round trip is off the caller's path; errors after that
-    #: first wait are logged, not raised. (When acquires are queued for the pool the caller waits
-    #: as usual: it would only trade that wait for one in the queue.)
+    #: True when the caller of a release need not wait for :meth:`release` to end: the core then
+    #: runs it without the caller, within the same ``release_timeout`` (the connection counts as
+    #: in use until it is back, and a graceful close waits for it), so its work and its round
+    #: trips are off the caller's path; its errors are logged, not raised. When acquires are
+    #: queued for the pool the caller still waits: it would only trade that wait for one in the
+    #: queue. See :attr:`release_needs_task` for how it runs.
     release_in_background: ClassVar[bool] = False
+
+    #: With :attr:`release_in_background`: False when :meth:`release`, once it first waits, only
+    #: waits on futures until it ends and needs no task (no ``asyncio.timeout()``, no
+    #: ``current_task()``), as asyncpg's release, which waits for its shielded reset. The caller
+    #: then takes the first step and the rest is resumed from the futures' callbacks, which costs
+    #: less than the task each background release gets otherwise (from its first step on).
+    release_needs_task: ClassVar[bool] = True
 
     # -- pools ---------------------------------------------------------------------------------------
 

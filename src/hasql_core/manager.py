@@ -550,10 +550,11 @@ class PoolManager(Readiness, HasqlPoolApi, CausalApi, Introspection):
         back closed, or whose host is not usable now is discarded at once. Raises ``ValueError``
         for a connection this manager did not hand out (or that was already released).
 
-        With a driver whose release may finish in the background (asyncpg: its reset query;
-        see ``Driver.release_in_background``) this returns once the release is under way, unless
-        acquires are queued for that host's pool; the connection counts as in use until it is
-        back, ``close()`` waits for it, and an error after that point is logged, not raised.
+        With a driver whose release may finish in the background (asyncpg's reset query,
+        psycopg_pool's putconn; see ``Driver.release_in_background``) this returns once the
+        release is under way, unless acquires are queued for that host's pool; the connection
+        counts as in use until it is back, ``close()`` waits for it, and an error after that
+        point is logged, not raised.
         """
         if self._causal_scopes:
             session = current_session()

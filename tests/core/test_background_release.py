@@ -1,5 +1,7 @@
 """Releases that finish in the background (``Driver.release_in_background``): the caller goes on
-once the driver's release first waits; the rest is bounded by ``release_timeout`` all the same."""
+without waiting for the driver's release (which runs in a task of its own, or, for a driver whose
+release needs none, is resumed from callbacks after the caller's first step); it is bounded by
+``release_timeout`` all the same. Every test runs in both ways."""
 
 from __future__ import annotations
 
@@ -30,26 +32,43 @@ class ResettingDriver(FakeDriver):
     declared to need no task of its own; ``fail_reset_with`` makes that reset fail."""
 
     release_in_background = True
+    release_needs_task = False
 
     def __init__(self, cluster: FakeCluster) -> None:
         super().__init__(cluster)
         self.fail_reset_with: BaseException | None = None
         self.resets_finished = 0
+        #: For each release: whether it ran inside a task after its first wait.
+        self.in_task: list[bool] = []
 
     async def release(self, pool: FakePool, connection: FakeConnection, **kwargs: Any) -> None:
         await connection.host.answer()
+        self.in_task.append(asyncio.current_task() is not None)
         if self.fail_reset_with is not None:
             raise self.fail_reset_with
         self.resets_finished += 1
         await super().release(pool, connection, **kwargs)
 
 
+class TaskResettingDriver(ResettingDriver):
+    """:class:`ResettingDriver`, its background releases each run in a task of their own."""
+
+    release_needs_task = True
+
+
+@pytest.fixture(params=[ResettingDriver, TaskResettingDriver], ids=["callbacks", "task"])
+def driver_class(request: pytest.FixtureRequest) -> type[ResettingDriver]:
+    """The two ways a release finishes in the background."""
+    cls: type[ResettingDriver] = request.param
+    return cls
+
+
 @pytest.fixture
-async def manager(cluster: FakeCluster) -> Any:
-    """A manager over :class:`ResettingDriver` that does not probe during a test."""
+async def manager(cluster: FakeCluster, driver_class: type[ResettingDriver]) -> Any:
+    """A manager over ``driver_class`` that does not probe during a test."""
     pm = PoolManager(
         cluster.dsn,
-        driver=ResettingDriver(cluster),
+        driver=driver_class(cluster),
         **{**FAST, "refresh_delay": 30.0, "release_timeout": 0.3},
     )
     await pm.ready(masters_count=1, replicas_count=2)
@@ -147,10 +166,10 @@ async def test_close_counts_a_release_in_flight_as_still_out(cluster, manager, c
     cluster.hosts[0].thaw()
 
 
-async def test_release_waits_for_its_reset_when_acquires_queue_for_the_pool(cluster):
+async def test_release_waits_for_its_reset_when_acquires_queue_for_the_pool(cluster, driver_class):
     # One connection per pool: a second acquire queues behind the first, and the release of the
     # first waits for its reset itself (its caller would otherwise only wait in that queue).
-    driver = ResettingDriver(cluster)
+    driver = driver_class(cluster)
     pm = PoolManager(
         cluster.dsn,
         driver=driver,
@@ -169,3 +188,11 @@ async def test_release_waits_for_its_reset_when_acquires_queue_for_the_pool(clus
         await wait_for(lambda: driver.resets_finished == 2)
     finally:
         await pm.terminate()
+
+
+async def test_a_release_that_needs_a_task_runs_in_one(cluster, manager, driver_class):
+    cluster.hosts[0].latency = 0.01  # the release waits, then goes on
+    async with manager.acquire_master():
+        pass
+    await wait_for(lambda: manager.driver.resets_finished == 1)
+    assert manager.driver.in_task == [driver_class.release_needs_task]

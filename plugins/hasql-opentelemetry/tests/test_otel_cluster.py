@@ -74,6 +74,11 @@ async def test_every_metric_for_three_hosts_then_a_crash_is_a_failover(
             assert await r1.fetchval("SELECT pg_is_in_recovery()")
             assert await r2.fetchval("SELECT pg_is_in_recovery()")
             held = telemetry.collect()
+        # asyncpg's reset queries finish after the block was left (in the background).
+        await eventually(
+            lambda: all(host.pool.in_use == 0 for host in pm.metrics().hosts),
+            what="every connection back in its pool",
+        )
         found = telemetry.collect()
 
         for name in POOL_METRICS:

@@ -201,6 +201,7 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
     name: ClassVar[str] = "asyncpg"
     #: ``Pool.release()`` runs the reset in a shielded task and only waits for that task's result.
     release_in_background: ClassVar[bool] = True
+    release_needs_task: ClassVar[bool] = False
 
     def __init__(self) -> None:
         # Pools whose open_pool() is running, and pools closed or terminated before their open

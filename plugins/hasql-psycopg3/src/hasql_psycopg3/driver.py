@@ -428,6 +428,9 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
     """
 
     name: ClassVar[str] = "psycopg3"
+    #: ``putconn()`` needs no caller: the core runs it in a task of its own (within
+    #: ``release_timeout``), so its work overlaps the caller's next statement.
+    release_in_background: ClassVar[bool] = True
     #: psycopg_pool reconnects to a host that was down on its own backoff (1 s, 2 s, ...).
     replace_pool_after_outage: ClassVar[bool] = True
 

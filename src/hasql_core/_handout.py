@@ -38,8 +38,8 @@ class Handout:
     """
 
     __slots__ = (
-        "_background",
         "_background_tasks",
+        "_by_callbacks",
         "_driver",
         "_failed",
         "_in_task",
@@ -72,13 +72,14 @@ class Handout:
         #: ids of handed-out connections that failed with a host failure.
         self._failed: set[int] = set()
         self.all_returned: asyncio.Event | None = None
-        #: Whether the driver's releases may finish in the background (see
-        #: ``Driver.release_in_background``), and how many are doing so now.
-        self._background = driver.release_in_background
+        #: How the driver's releases may finish in the background (see
+        #: ``Driver.release_in_background`` and ``Driver.release_needs_task``): in a task of
+        #: their own from the start, or resumed from callbacks after the caller's first step
+        #: (at most one of the two is true). How many do so now, and those tasks.
+        background = driver.release_in_background
+        self._in_task = background and driver.release_needs_task
+        self._by_callbacks = background and not driver.release_needs_task
         self.releasing = 0
-        #: Whether such a release runs in a task of its own from its start (else the caller
-        #: takes its first step; see ``Driver.release_needs_task``), and those tasks.
-        self._in_task = driver.release_needs_task
         self._background_tasks: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
@@ -162,7 +163,7 @@ class Handout:
                 or pool is not entry.pool
             ) and self._discarded(entry, pool, connection, failure, bool(check_closed)):
                 return
-            if self._in_task and self._background and entry.in_use < entry.capacity:
+            if self._in_task and entry.in_use < entry.capacity:
                 self._release_in_task(entry, pool, connection, kwargs)
                 return
             # The driver's release, stepped by hand: when it ends without waiting no deadline is
@@ -181,7 +182,7 @@ class Handout:
                 return
             # In the background, unless acquires queue for this pool: the caller would only
             # trade this wait for one in that queue, and waiting here costs fewer steps.
-            if self._background and not self._in_task and entry.in_use < entry.capacity:
+            if self._by_callbacks and entry.in_use < entry.capacity:
                 entry.in_use += 1  # counted in use until it is back: not free for the balancer
                 self.releasing += 1
                 _BackgroundRelease(self, releasing, pending, entry, pool, connection)

@@ -3,8 +3,9 @@
 :class:`Handout` is the manager's record of handed-out connections and its policy for giving them
 back: released through the driver within ``release_timeout``, or discarded (closed without a server
 round trip) when the release could wait on a server that may not answer. For a driver whose
-release only waits on the server once started (asyncpg's reset query), the caller goes on at once
-and :class:`_BackgroundRelease` finishes the release, under the same bound.
+release may finish without its caller (``Driver.release_in_background``), the caller goes on and
+the release ends in a task of its own, or from callbacks (:class:`_BackgroundRelease`), under the
+same bound.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ._deadline import _TICKS_PER_SECOND, TimerWheel, finish_by
+from ._deadline import TimerWheel, disarm, finish_by
 from ._topology import HostEntry
 from .driver import Driver
 from .error_kinds import HOST_FAILURES, ErrorKind
@@ -211,11 +212,7 @@ class Handout:
     async def _release_task(
         self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]
     ) -> None:
-        releasing = (
-            self._driver.release(pool, connection, **kwargs)
-            if kwargs
-            else self._driver.release(pool, connection)
-        )
+        releasing = self._driver.release(pool, connection, **kwargs)
         try:
             try:
                 pending = releasing.send(None)
@@ -227,10 +224,15 @@ class Handout:
             if not isinstance(error, Exception):
                 raise  # cancelled (the event loop is shutting down): discarded, and done
         finally:
-            self.releasing -= 1
-            entry.in_use -= 1
-            if self.all_returned is not None and not self:
-                self.all_returned.set()
+            self._background_release_done(entry)
+
+    def _background_release_done(self, entry: HostEntry) -> None:
+        """A release that went on without its caller has ended: its connection is back (or
+        discarded), no longer in use."""
+        self.releasing -= 1
+        entry.in_use -= 1
+        if self.all_returned is not None and not self:
+            self.all_returned.set()
 
     def _background_release_ended(
         self, entry: HostEntry, pool: Any, connection: Any, error: BaseException
@@ -326,10 +328,10 @@ class _BackgroundRelease:
     """The rest of one driver release, after its first wait, carried on without the caller.
 
     The driver's release coroutine is resumed from the done callback of each future it waits on
-    (no task: the driver promises its release needs none, see ``Driver.release_in_background``).
+    (no task: the driver promises its release needs none, see ``Driver.release_needs_task``).
     A deadline on the handout's wheel ends it after ``release_timeout``: the future waited on is
     cancelled, the coroutine closed, and the connection discarded, as for a release the caller
-    waited on. Written for few Python steps: this runs on every release of such a driver.
+    waited on.
     """
 
     __slots__ = ("_alarm", "_connection", "_entry", "_handout", "_pending", "_pool", "_steps")
@@ -348,20 +350,11 @@ class _BackgroundRelease:
         self._entry = entry
         self._pool = pool
         self._connection = connection
-        # handout._wheel.arm(deadline, self._timed_out), inlined
-        slots = handout._wheel._slots
-        key = int((handout.clock() + handout._release_timeout) * _TICKS_PER_SECOND) + 1
-        slot = slots.get(key)
-        if slot is None:
-            slot = handout._wheel._open_slot(key)
-        self._alarm = alarm = [self._timed_out, False]
-        slot.append(alarm)
-        self._pending = pending
-        if pending is None:
-            self._wait_on(pending)
-        else:  # self._wait_on(pending), inlined for the usual case
-            pending._asyncio_future_blocking = False
-            pending.add_done_callback(self._resume)
+        self._alarm = handout._wheel.arm(
+            handout.clock() + handout._release_timeout, self._timed_out
+        )
+        self._pending: Any = None
+        self._wait_on(pending)
 
     def _wait_on(self, pending: Any) -> None:
         """Resume the release once ``pending`` (what it yielded) is done."""
@@ -404,11 +397,10 @@ class _BackgroundRelease:
         """The release ended (with ``error`` when it failed): the connection is back or
         discarded."""
         self._steps = None
-        self._alarm[0] = None  # disarm(self._alarm), inlined
+        disarm(self._alarm)
         handout = self._handout
-        handout.releasing -= 1
-        self._entry.in_use -= 1
-        if error is not None:
-            handout._background_release_ended(self._entry, self._pool, self._connection, error)
-        if handout.all_returned is not None and not handout:
-            handout.all_returned.set()
+        try:
+            if error is not None:
+                handout._background_release_ended(self._entry, self._pool, self._connection, error)
+        finally:
+            handout._background_release_done(self._entry)

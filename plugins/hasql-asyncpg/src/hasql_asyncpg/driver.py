@@ -2,7 +2,8 @@
 
 Both drivers hand out asyncpg pool connections (``asyncpg.pool.PoolConnectionProxy``).
 ``asyncpgsa`` makes its pools with :func:`asyncpgsa.create_pool`, whose connections also accept
-SQLAlchemy core statements. Only asyncpg's public API is used.
+SQLAlchemy core statements. asyncpg's public API is used, except on the acquire and release
+paths (see :mod:`hasql_asyncpg._pool_steps`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import asyncpg.pool
 from hasql_core.driver import Driver, ErrorFacts, PoolStats
 from hasql_core.dsn import CLIENT_ONLY_PARAMS, Dsn
 from hasql_core.errors import DsnError, PluginError
+
+from ._pool_steps import acquire_steps, release_steps
 
 __all__ = [
     "AsyncpgDriver",
@@ -199,7 +202,8 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
     """
 
     name: ClassVar[str] = "asyncpg"
-    #: ``Pool.release()`` runs the reset in a shielded task and only waits for that task's result.
+    #: The release coroutine waits only on protocol futures (the reset query), or on the task
+    #: of ``Pool.release()``'s shield: it can be resumed from their callbacks.
     release_in_background: ClassVar[bool] = True
     release_needs_task: ClassVar[bool] = False
 
@@ -250,31 +254,35 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.pool.PoolConnectionProxy, async
             return True
         return False
 
-    async def acquire(
+    def acquire(  # returns asyncpg's coroutine: one frame less
         self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any
-    ) -> asyncpg.pool.PoolConnectionProxy:
-        """Take a connection from ``pool``: ``await pool.acquire(**kwargs)``.
+    ) -> Coroutine[Any, Any, asyncpg.pool.PoolConnectionProxy]:
+        """Take a connection from ``pool``, as ``await pool.acquire(**kwargs)`` does; returns
+        asyncpg's own acquire coroutine (see :mod:`hasql_asyncpg._pool_steps`).
 
         ``timeout`` is deliberately not passed to asyncpg: ``Pool.acquire(timeout=...)`` wraps the
         acquire in ``asyncio.wait_for``, which costs 13-15 % of throughput under load, and the core
         already cancels this call at its deadline. (A ``timeout`` in the user's ``kwargs`` is passed
         on.) Cancellation-safe: asyncpg puts the connection holder back in the pool when the acquire
-        is cancelled at any await, and once the connection is handed to us this coroutine returns
+        is cancelled at any await, and once the connection is handed to us the coroutine returns
         without awaiting again.
         """
-        return await pool.acquire(**kwargs)
+        return acquire_steps(pool, kwargs)
 
     def release(
         self, pool: asyncpg.Pool, connection: asyncpg.pool.PoolConnectionProxy, **kwargs: Any
     ) -> Coroutine[Any, Any, None]:
-        """Give ``connection`` back: ``pool.release(connection, **kwargs)``, asyncpg's coroutine
-        itself (no coroutine of the driver's around it: one frame less on every release).
+        """Give ``connection`` back, as ``pool.release(connection, **kwargs)`` does, without
+        asyncpg's shield around the reset (see :mod:`hasql_asyncpg._pool_steps`): returns the
+        coroutine that runs it.
 
         asyncpg resets the connection (``RESET ALL``, ``UNLISTEN *``, advisory locks, ...) unless
-        the pool was made with ``reset=``; it shields the release, so cancelling this still returns
-        the connection to the pool. Releasing a connection twice does nothing.
+        the pool was made with ``reset=``. Cancelling the coroutine (the core does at its
+        ``release_timeout``, or when its caller is cancelled) stops the reset: asyncpg then closes
+        the connection and frees its slot, and the core discards it. Releasing a connection twice
+        does nothing.
         """
-        return pool.release(connection, **kwargs)  # type: ignore[no-any-return]
+        return release_steps(pool, connection, kwargs)
 
     def discard(self, pool: asyncpg.Pool, connection: asyncpg.pool.PoolConnectionProxy) -> None:
         """Close ``connection`` at once (``terminate()``: the socket is closed, nothing is sent or

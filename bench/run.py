@@ -51,7 +51,9 @@ def _settings_text(config: RunConfig) -> list[str]:
         "(one round trip); psycopg connections are autocommit (pool kwargs "
         "{'autocommit': True}), so psycopg_pool has nothing to roll back on return. hasql-core "
         "lets the caller go on while the driver's release runs (Driver.release_in_background) "
-        "unless acquires are queued for that pool; the same work is done for every client.",
+        "unless acquires are queued for that pool; the server does the same work for every "
+        "client. hasql-asyncpg uses asyncpg's inner acquire/release coroutines (no shielded "
+        "task per release, unlike Pool.release()).",
         "raw: asyncpg.create_pool / psycopg_pool.AsyncConnectionPool per host, acquire without "
         "timeout, writes to the primary's pool, reads round robin over the replicas' pools.",
         f"hasql 0.10 (PyPI, defaults): {hasql}; it adds 1 to min_size and max_size for the "

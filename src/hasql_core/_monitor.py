@@ -37,6 +37,10 @@ CLEANUP_TIMEOUT = 1.0
 SLOW_PROBE_FACTOR = 10.0
 #: ...but never one faster than this (seconds): scheduling noise is not a fault.
 SLOW_PROBE_FLOOR = 0.1
+#: How much sooner than its predicted crossing a standby that stopped replaying is marked beyond
+#: the lag limit, on top of one round trip: a read handed out just before the mark runs its
+#: statement a little later, and the event loop may run the mark late when it is busy.
+LAG_MARGIN = 0.01
 
 
 #: Errors of opening a pool that waiting will not fix: the library refused its arguments.
@@ -177,8 +181,11 @@ class HostMonitor:
             ):
                 await self._replace_pool()
             was_primary = entry.state.role is Role.PRIMARY
-            self._topology.update(entry, state, begun, pool_opened)
-            self._watch_lag()
+            # The replay age was measured at some point since the probe was sent: count it as
+            # that much older, plus a margin (see _lag_margin).
+            allowance = time.perf_counter() - started + self._lag_margin()
+            self._topology.update(entry, state, begun, pool_opened, allowance)
+            self._watch_lag(allowance)
             if was_primary and state.role is not Role.PRIMARY:
                 self._expire_idle()
         entry.checks += 1
@@ -192,8 +199,11 @@ class HostMonitor:
         crossing = self._seconds_to_lag_limit()
         if crossing is not None:
             # Look again a little before it could cross, so a healthy standby is re-measured
-            # (and stays fresh) before the stale timer armed in _watch_lag fires.
-            margin = settings.fast_delay + 2 * (self.entry.response_time or 0.0)
+            # (and stays fresh) before the stale timer armed in _watch_lag fires: that timer's
+            # margin, plus the probe's own round trip.
+            margin = (
+                settings.fast_delay + self._lag_margin() + 2 * (self.entry.response_time or 0.0)
+            )
             delay = min(delay, max(crossing - margin, settings.fast_delay))
         return delay
 
@@ -206,10 +216,15 @@ class HostMonitor:
             return None
         return max(limit - (state.lag_seconds or 0.0), 0.0)
 
-    def _watch_lag(self) -> None:
+    def _lag_margin(self) -> float:
+        """How long before its predicted crossing a stalled standby is marked stale."""
+        return LAG_MARGIN + (self.entry.response_time or 0.0)
+
+    def _watch_lag(self, allowance: float) -> None:
         """Arm a timer that marks the standby stale when it could cross the lag limit, unless a
         probe before then shows it replayed more. Reads then never go to a replica older than the
-        limit, whatever ``refresh_delay`` is."""
+        limit, whatever ``refresh_delay`` is. ``allowance``: seconds to count the measured
+        replay age as older (the time since the probe was sent, and :meth:`_lag_margin`)."""
         if self._stale_timer is not None:
             self._stale_timer.cancel()
             self._stale_timer = None
@@ -217,7 +232,7 @@ class HostMonitor:
         if crossing is not None:
             # A loop timer, not the wheel: it must not ring a tick late (lag limits are exact).
             self._stale_timer = self._wheel.loop.call_later(
-                crossing, self._topology.mark_stale, self.entry
+                max(crossing - allowance, 0.0), self._topology.mark_stale, self.entry
             )
 
     def _arm_slow_probe_alarm(self, begun: float) -> Alarm | None:

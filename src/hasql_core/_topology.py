@@ -200,22 +200,39 @@ class Topology:
     # -- updates (monitor side) ----------------------------------------------------------------------
 
     def update(
-        self, entry: HostEntry, state: HostState, probe_started: float, pool_opened: bool = False
+        self,
+        entry: HostEntry,
+        state: HostState,
+        probe_started: float,
+        pool_opened: bool = False,
+        lag_allowance: float = 0.0,
     ) -> None:
         """Record a new state for ``entry`` (lag and staleness are filled in here) and recompute.
 
         ``probe_started`` is the ``time.monotonic()`` at which the probe began: only a probe that
         began after the host was suspected clears the suspicion. ``pool_opened``: the host's pool
-        was opened by this check, so it may have just become a candidate.
+        was opened by this check, so it may have just become a candidate. ``lag_allowance``:
+        seconds a standby that is behind may have aged since its replay age was measured (and a
+        safety margin); it is stale when its age plus this passes the limit. A standby that was
+        stale and replayed nothing since stays stale: its data only got older.
         """
         old = entry.state
         if state.role is Role.STANDBY:
             lag_bytes, lag_seconds = standby_lag(state, self.primary_lsn)
+            aged = lag_seconds
+            if lag_bytes and lag_seconds is not None:
+                aged = lag_seconds + lag_allowance
+            stale = self.lag_limit.exceeded(lag_bytes, aged) or (
+                old.stale
+                and bool(lag_bytes)
+                and old.role is Role.STANDBY
+                and state.wal_lsn == old.wal_lsn
+            )
             state = attrs.evolve(
                 state,
                 lag_bytes=lag_bytes,
                 lag_seconds=lag_seconds,
-                stale=self.lag_limit.exceeded(lag_bytes, lag_seconds),
+                stale=stale,
                 split_brain=old.split_brain,
             )
         elif old.split_brain:

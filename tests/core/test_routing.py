@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -274,6 +275,19 @@ async def test_a_host_whose_pool_opens_late_becomes_a_candidate(make_manager):
     assert pm.metrics().hosts[1].errors == {"pool_open_error": 1}
 
 
+async def _replay_ages_served(pm: Any, stalled: Any, seconds: float) -> list[float]:
+    """Read every 5 ms for ``seconds``; the replay age of ``stalled`` at each read it served."""
+    ages_served: list[float] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        async with pm.acquire_replica() as conn:
+            if conn.host is stalled:
+                ages_served.append(stalled.current_replay_age() or 0.0)
+        await asyncio.sleep(0.005)
+    return ages_served
+
+
 async def test_no_read_goes_to_a_replica_older_than_max_lag(cluster, make_manager):
     pm = make_manager(cluster, refresh_delay=30.0, max_lag=0.3, balancer_policy="round_robin")
     await pm.ready(masters_count=1, replicas_count=2, timeout=5)
@@ -282,16 +296,27 @@ async def test_no_read_goes_to_a_replica_older_than_max_lag(cluster, make_manage
     stalled.receive_lsn = cluster.hosts[0].wal_lsn
     stalled.stall_replay()
     pm.refresh(pm.host_states()[2].name)
-    ages_served: list[float] = []
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 1.0
-    while loop.time() < end:
-        async with pm.acquire_replica() as conn:
-            if conn.host is stalled:
-                ages_served.append(stalled.current_replay_age() or 0.0)
-        await asyncio.sleep(0.005)
+    ages_served = await _replay_ages_served(pm, stalled, 1.0)
     assert ages_served, "the stalled replica should serve reads until it nears the limit"
     assert max(ages_served) <= 0.3 + 0.05  # timer slack on a busy machine, not a lag allowance
+    assert pm.host_states()[2].stale
+
+
+async def test_the_lag_limit_counts_from_when_the_probe_was_sent(cluster, make_manager):
+    # The standby measures its replay age when the probe reaches it; the answer arrives 0.1 s
+    # later. Counting the crossing from the answer's arrival would serve reads up to 0.1 s
+    # beyond max_lag.
+    pm = make_manager(cluster, refresh_delay=30.0, max_lag=0.5, balancer_policy="round_robin")
+    await pm.ready(masters_count=1, replicas_count=2, timeout=5)
+    cluster.write(1000)
+    stalled = cluster.hosts[2]
+    stalled.reply_delay = 0.1
+    stalled.receive_lsn = cluster.hosts[0].wal_lsn
+    stalled.stall_replay()
+    pm.refresh(pm.host_states()[2].name)
+    ages_served = await _replay_ages_served(pm, stalled, 1.5)
+    assert ages_served, "the stalled replica should serve reads until it nears the limit"
+    assert max(ages_served) <= 0.5
     assert pm.host_states()[2].stale
 
 

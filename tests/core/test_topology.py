@@ -86,3 +86,28 @@ def test_response_time_is_the_median_of_the_stopwatch_window():
         entry.record_rtt(rtt)
         seen.append(rtt)
         assert entry.response_time == statistics.median(seen[-window:])
+
+
+def _behind(entry: HostEntry, replayed: int, age: float) -> HostState:
+    """A standby state that has replayed up to ``replayed`` (the primary is at 1000)."""
+    return attrs.evolve(_state(entry, Role.STANDBY, age), wal_lsn=replayed, receive_lsn=1000)
+
+
+def test_a_standby_counts_as_older_by_the_allowance_and_stays_stale_until_it_replays():
+    topology = _topology(2)
+    primary, standby = topology.entries
+    primary.pool, standby.pool = object(), object()
+    topology.update(primary, attrs.evolve(_state(primary, Role.PRIMARY, 0), wal_lsn=1000), 0.0)
+    topology.update(standby, _behind(standby, 500, 0.9), 0.0)
+    assert list(topology.fresh_standbys) == [standby]
+    # 0.9 s measured, maybe 0.15 s older by now: beyond the 1 s limit.
+    topology.update(standby, _behind(standby, 500, 0.9), 0.0, lag_allowance=0.15)
+    assert list(topology.fresh_standbys) == []
+    assert standby.state.lag_seconds == 0.9  # the measured age is what is reported
+    # Stale, and it replayed nothing since: a probe reading a smaller age (clocks, rounding)
+    # does not make it fresh again.
+    topology.update(standby, _behind(standby, 500, 0.5), 0.0)
+    assert list(topology.fresh_standbys) == []
+    # It replayed more: judged by its age again.
+    topology.update(standby, _behind(standby, 600, 0.5), 0.0)
+    assert list(topology.fresh_standbys) == [standby]

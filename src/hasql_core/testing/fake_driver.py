@@ -35,6 +35,8 @@ class FakeHost:
     - ``wal_lsn``: the primary's write position, or the standby's replay position;
       ``receive_lsn`` and ``replay_age`` (seconds) as a standby reports them; ``timeline``.
     - ``latency``: seconds every connect and query takes.
+    - ``reply_delay``: seconds a probe's answer takes to come back after the host measured its
+      state (the reply's trip back): its replay age is that much older once the monitor reads it.
     - ``down``: connects are refused and open connections fail (a killed server).
     - ``frozen``: connects and queries never answer until :meth:`thaw` (a stopped server).
     - :meth:`fail_next`: the next ``n`` connects or queries raise the given error.
@@ -51,6 +53,7 @@ class FakeHost:
         self.replay_age: float | None = 0.0
         self.timeline = 1
         self.latency = 0.0
+        self.reply_delay = 0.0
         self._stalled_since: float | None = None
         self.down = False
         self.frozen = False
@@ -421,7 +424,7 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
             raise
         host.probes += 1
         standby = host.role != "primary"
-        return (
+        row = (
             standby,
             host.read_only,
             host.wal_lsn,
@@ -429,6 +432,9 @@ class FakeDriver(Driver[FakePool, FakeConnection, FakeConnection]):
             host.current_replay_age() if standby else None,
             host.timeline,
         )
+        if host.reply_delay:
+            await asyncio.sleep(host.reply_delay)
+        return row
 
     async def query_row(self, connection: FakeConnection, query: str) -> Sequence[Any]:
         """The primary's ``(wal_lsn, timeline)``, as the causal sessions' position query returns

@@ -43,7 +43,7 @@ class Handout:
         "_by_callbacks",
         "_driver",
         "_failed",
-        "_in_task",
+        "_release_later",
         "_release_timeout",
         "_suspect",
         "_wheel",
@@ -74,12 +74,17 @@ class Handout:
         self._failed: set[int] = set()
         self.all_returned: asyncio.Event | None = None
         #: How the driver's releases may finish in the background (see
-        #: ``Driver.release_in_background`` and ``Driver.release_needs_task``): in a task of
-        #: their own from the start, or resumed from callbacks after the caller's first step
-        #: (at most one of the two is true). How many do so now, and those tasks.
+        #: ``Driver.release_in_background``, ``release_needs_task`` and ``release_task_free``):
+        #: started without the caller (in a task of their own, or from a callback), or resumed
+        #: from callbacks after the caller's first step. How many do so now, and the tasks.
         background = driver.release_in_background
-        self._in_task = background and driver.release_needs_task
-        self._by_callbacks = background and not driver.release_needs_task
+        task_free = background and driver.release_task_free
+        self._release_later: Callable[[HostEntry, Any, Any, Mapping[str, Any]], None] | None = None
+        if task_free:
+            self._release_later = self._release_soon
+        elif background and driver.release_needs_task:
+            self._release_later = self._release_in_task
+        self._by_callbacks = background and not driver.release_needs_task and not task_free
         self.releasing = 0
         self._background_tasks: set[asyncio.Task[None]] = set()
 
@@ -164,8 +169,8 @@ class Handout:
                 or pool is not entry.pool
             ) and self._discarded(entry, pool, connection, failure, bool(check_closed)):
                 return
-            if self._in_task and entry.in_use < entry.capacity:
-                self._release_in_task(entry, pool, connection, kwargs)
+            if self._release_later is not None and entry.in_use < entry.capacity:
+                self._release_later(entry, pool, connection, kwargs)
                 return
             # The driver's release, stepped by hand: when it ends without waiting no deadline is
             # armed (see finish_by).
@@ -208,6 +213,40 @@ class Handout:
         task = self._wheel.loop.create_task(self._release_task(entry, pool, connection, kwargs))
         self._background_tasks.add(task)
         task.add_done_callback(self._background_tasks.discard)
+
+    def _release_soon(
+        self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]
+    ) -> None:
+        """Start the driver's release of ``connection`` from an event-loop callback (the driver
+        needs no task for it); the connection counts as in use until it is back."""
+        entry.in_use += 1
+        self.releasing += 1
+        self._wheel.loop.call_soon(self._start_release, entry, pool, connection, kwargs)
+
+    def _start_release(
+        self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]
+    ) -> None:
+        """:meth:`_release_soon`'s callback: the release's first step, then (if it waits) the
+        rest resumed from callbacks within ``release_timeout`` (:class:`_BackgroundRelease`)."""
+        try:
+            releasing = (
+                self._driver.release(pool, connection, **kwargs)
+                if kwargs
+                else self._driver.release(pool, connection)
+            )
+            pending = releasing.send(None)
+        except StopIteration:
+            self._background_release_done(entry)
+            return
+        except BaseException as error:
+            try:
+                self._background_release_ended(entry, pool, connection, error)
+            finally:
+                self._background_release_done(entry)
+            if not isinstance(error, Exception):
+                raise  # KeyboardInterrupt, SystemExit: the event loop's to handle
+            return
+        _BackgroundRelease(self, releasing, pending, entry, pool, connection)
 
     async def _release_task(
         self, entry: HostEntry, pool: Any, connection: Any, kwargs: Mapping[str, Any]

@@ -79,10 +79,18 @@ class Driver(abc.ABC, Generic[PoolT, ConnT, MonitorConnT]):
 
     #: With :attr:`release_in_background`: False when :meth:`release`, once it first waits, only
     #: waits on futures until it ends and needs no task (no ``asyncio.timeout()``, no
-    #: ``current_task()``), as asyncpg's release, which waits for its shielded reset. The caller
+    #: ``current_task()``), as asyncpg's release, which waits on its protocol's futures. The caller
     #: then takes the first step and the rest is resumed from the futures' callbacks, which costs
     #: less than the task each background release gets otherwise (from its first step on).
     release_needs_task: ClassVar[bool] = True
+
+    #: With :attr:`release_in_background`: True when :meth:`release` needs no task at all, its
+    #: first step included (it may run from an event-loop callback: no ``asyncio.timeout()``, no
+    #: ``current_task()``, nothing that cancels "the current task"). The core then starts it from
+    #: a callback once the caller went on, so even a release that never waits is off the caller's
+    #: path (its work overlaps the caller's next statement), and resumes it from the futures'
+    #: callbacks, without a task's cost. Takes precedence over :attr:`release_needs_task`.
+    release_task_free: ClassVar[bool] = False
 
     # -- pools ---------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Releases that finish in the background (``Driver.release_in_background``): the caller goes on
 without waiting for the driver's release (which runs in a task of its own, or, for a driver whose
-release needs none, is resumed from callbacks after the caller's first step); it is bounded by
-``release_timeout`` all the same. Every test runs in both ways."""
+release needs none, is resumed from callbacks after the caller's first step, or, for a driver whose
+release needs no task at all, is started from a callback); it is bounded by ``release_timeout`` all
+the same. Every test runs in the three ways."""
 
 from __future__ import annotations
 
@@ -56,9 +57,18 @@ class TaskResettingDriver(ResettingDriver):
     release_needs_task = True
 
 
-@pytest.fixture(params=[ResettingDriver, TaskResettingDriver], ids=["callbacks", "task"])
+class TaskFreeResettingDriver(ResettingDriver):
+    """:class:`ResettingDriver`, declared to need no task even for its first step."""
+
+    release_task_free = True
+
+
+@pytest.fixture(
+    params=[ResettingDriver, TaskResettingDriver, TaskFreeResettingDriver],
+    ids=["callbacks", "task", "task-free"],
+)
 def driver_class(request: pytest.FixtureRequest) -> type[ResettingDriver]:
-    """The two ways a release finishes in the background."""
+    """The three ways a release finishes in the background."""
     cls: type[ResettingDriver] = request.param
     return cls
 
@@ -195,4 +205,21 @@ async def test_a_release_that_needs_a_task_runs_in_one(cluster, manager, driver_
     async with manager.acquire_master():
         pass
     await wait_for(lambda: manager.driver.resets_finished == 1)
-    assert manager.driver.in_task == [driver_class.release_needs_task]
+    in_task = driver_class.release_needs_task and not driver_class.release_task_free
+    assert manager.driver.in_task == [in_task]
+
+
+async def test_a_release_that_never_waits_runs_after_the_caller_went_on(
+    cluster, manager, driver_class
+):
+    # The host answers at once: the reset completes at its first step. Only a driver whose
+    # release gets the caller's first step (callbacks) runs it before the block is left.
+    async with manager.acquire_master():
+        pass
+    ran_in_the_block = manager.driver.resets_finished == 1
+    assert ran_in_the_block is (
+        not driver_class.release_needs_task and not driver_class.release_task_free
+    )
+    await wait_for(lambda: manager.metrics().hosts[0].pool.in_use == 0)
+    assert manager.driver.resets_finished == 1
+    assert manager._entries[0].in_use == 0

@@ -33,7 +33,7 @@ import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.conninfo import make_conninfo
-from psycopg.pq import ConnStatus
+from psycopg.pq import ConnStatus, TransactionStatus
 
 from hasql_core.driver import Driver, ErrorFacts, PoolStats
 from hasql_core.dsn import Dsn
@@ -70,6 +70,9 @@ MONITOR_APPLICATION_NAME = "hasql-monitor"
 
 _BAD = ConnStatus.BAD
 _OK = ConnStatus.OK
+_IDLE = TransactionStatus.IDLE
+#: :func:`_finish_shielded`'s "not started yet": run the coroutine in a task from its start.
+_NOT_STARTED = object()
 _HAS_POLL = hasattr(select, "poll")
 _POOL_ERRORS = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg_pool.TooManyRequests)
 
@@ -290,8 +293,9 @@ async def _run_to_completion(coro: Coroutine[Any, None, None]) -> None:
 
 async def _finish_shielded(coro: Coroutine[Any, None, None], yielded: Any) -> None:
     """The rest of :func:`_run_to_completion`: ``coro``, suspended on ``yielded``, carried on in
-    a task the caller awaits through :func:`asyncio.shield`."""
-    rest = asyncio.ensure_future(_resume(coro, yielded))
+    a task the caller awaits through :func:`asyncio.shield` (all of ``coro``, from its start,
+    when ``yielded`` is :data:`_NOT_STARTED`)."""
+    rest = asyncio.ensure_future(coro if yielded is _NOT_STARTED else _resume(coro, yielded))
     _forget(rest)
     await asyncio.shield(rest)
 
@@ -428,9 +432,13 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
     """
 
     name: ClassVar[str] = "psycopg3"
-    #: ``putconn()`` needs no caller: the core runs it in a task of its own (within
+    #: ``putconn()`` needs no caller: the core runs it after the caller went on (within
     #: ``release_timeout``), so its work overlaps the caller's next statement.
     release_in_background: ClassVar[bool] = True
+    #: ... and needs no task: an idle connection's ``putconn()`` puts it back without I/O or
+    #: timeouts; anything else (a rollback, extra arguments) runs in a task of its own that
+    #: :meth:`release` waits for.
+    release_task_free: ClassVar[bool] = True
     #: psycopg_pool reconnects to a host that was down on its own backoff (1 s, 2 s, ...).
     replace_pool_after_outage: ClassVar[bool] = True
 
@@ -575,21 +583,32 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
         Cancelling the caller does not interrupt the return: it completes in the background, so
         the connection is never lost (psycopg_pool alone would lose it, see
         :func:`_run_to_completion`).
+
+        Needs no task of its own (``release_task_free``): an idle connection (the usual case)
+        goes back in the first step, without I/O (psycopg_pool hands one that needs the pool's
+        ``reset`` callback to a worker task of its own); a rollback, or extra arguments, run in
+        a task this waits for.
         """
         state = self._pools.get(pool)
         if state is not None:
             state.checked_in(connection)
         putting = pool.putconn(connection, **kwargs) if kwargs else pool.putconn(connection)
-        try:  # _run_to_completion's first step, inlined: putconn() rarely has to wait
-            yielded = putting.send(None)
-        except BaseException as ended:
-            # Back in the pool (StopIteration), or dropped and being replaced: the next in line
-            # may take it either way.
-            if state is not None and state.waiters:
-                state.wake_one()
-            if isinstance(ended, StopIteration):
-                return
-            raise
+        if state is None or kwargs or connection.pgconn.transaction_status != _IDLE:
+            # A rollback: I/O, and code that may need a task (the connection class's, psycopg's
+            # waits). It all runs in a task (release_task_free). (The pool's reset callback
+            # needs nothing here: psycopg_pool runs it in a worker task of its own.)
+            yielded = _NOT_STARTED
+        else:
+            try:  # _run_to_completion's first step, inlined: putconn() rarely has to wait
+                yielded = putting.send(None)
+            except BaseException as ended:
+                # Back in the pool (StopIteration), or dropped and being replaced: the next in
+                # line may take it either way.
+                if state is not None and state.waiters:
+                    state.wake_one()
+                if isinstance(ended, StopIteration):
+                    return
+                raise
         if state is None:
             await _finish_shielded(putting, yielded)
             return

@@ -236,13 +236,10 @@ class Handout:
             )
             pending = releasing.send(None)
         except StopIteration:
-            self._background_release_done(entry)
+            self._background_release_finished(entry, pool, connection, None)
             return
         except BaseException as error:
-            try:
-                self._background_release_ended(entry, pool, connection, error)
-            finally:
-                self._background_release_done(entry)
+            self._background_release_finished(entry, pool, connection, error)
             if not isinstance(error, Exception):
                 raise  # KeyboardInterrupt, SystemExit: the event loop's to handle
             return
@@ -262,6 +259,17 @@ class Handout:
             self._background_release_ended(entry, pool, connection, error)
             if not isinstance(error, Exception):
                 raise  # cancelled (the event loop is shutting down): discarded, and done
+        finally:
+            self._background_release_done(entry)
+
+    def _background_release_finished(
+        self, entry: HostEntry, pool: Any, connection: Any, error: BaseException | None
+    ) -> None:
+        """A release that went on without its caller has ended, with ``error`` when it failed
+        (the connection is then discarded and the error logged)."""
+        try:
+            if error is not None:
+                self._background_release_ended(entry, pool, connection, error)
         finally:
             self._background_release_done(entry)
 
@@ -437,9 +445,4 @@ class _BackgroundRelease:
         discarded."""
         self._steps = None
         disarm(self._alarm)
-        handout = self._handout
-        try:
-            if error is not None:
-                handout._background_release_ended(self._entry, self._pool, self._connection, error)
-        finally:
-            handout._background_release_done(self._entry)
+        self._handout._background_release_finished(self._entry, self._pool, self._connection, error)

@@ -71,8 +71,6 @@ MONITOR_APPLICATION_NAME = "hasql-monitor"
 _BAD = ConnStatus.BAD
 _OK = ConnStatus.OK
 _IDLE = TransactionStatus.IDLE
-#: :func:`_finish_shielded`'s "not started yet": run the coroutine in a task from its start.
-_NOT_STARTED = object()
 _HAS_POLL = hasattr(select, "poll")
 _POOL_ERRORS = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg_pool.TooManyRequests)
 
@@ -293,11 +291,16 @@ async def _run_to_completion(coro: Coroutine[Any, None, None]) -> None:
 
 async def _finish_shielded(coro: Coroutine[Any, None, None], yielded: Any) -> None:
     """The rest of :func:`_run_to_completion`: ``coro``, suspended on ``yielded``, carried on in
-    a task the caller awaits through :func:`asyncio.shield` (all of ``coro``, from its start,
-    when ``yielded`` is :data:`_NOT_STARTED`)."""
-    rest = asyncio.ensure_future(coro if yielded is _NOT_STARTED else _resume(coro, yielded))
-    _forget(rest)
-    await asyncio.shield(rest)
+    a task the caller awaits through :func:`asyncio.shield`."""
+    await _shielded(_resume(coro, yielded))
+
+
+async def _shielded(coro: Coroutine[Any, None, None]) -> None:
+    """Run ``coro`` in a task of its own and wait for it; cancelling the caller does not stop
+    it."""
+    task = asyncio.ensure_future(coro)
+    _forget(task)
+    await asyncio.shield(task)
 
 
 def _wake(waiter: asyncio.Future[None], _: object) -> None:
@@ -597,7 +600,7 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
             # A rollback: I/O, and code that may need a task (the connection class's, psycopg's
             # waits). It all runs in a task (release_task_free). (The pool's reset callback
             # needs nothing here: psycopg_pool runs it in a worker task of its own.)
-            yielded = _NOT_STARTED
+            rest = putting
         else:
             try:  # _run_to_completion's first step, inlined: putconn() rarely has to wait
                 yielded = putting.send(None)
@@ -609,12 +612,13 @@ class PsycopgDriver(Driver[AsyncPool, AsyncConn, AsyncConn]):
                 if isinstance(ended, StopIteration):
                     return
                 raise
+            rest = _resume(putting, yielded)
         if state is None:
-            await _finish_shielded(putting, yielded)
+            await _shielded(rest)
             return
         state.releasing.add(connection)
         try:
-            await _finish_shielded(putting, yielded)
+            await _shielded(rest)
         finally:
             state.releasing.discard(connection)
             if state.waiters:
